@@ -1,0 +1,47 @@
+"""Visual channel-wise attention, eq. (4)-(6).
+
+    G_i = F_i^T in R^{n x m},   H_i^C = W^{C1} (W^{C2} G_i^T)^T,   A_i^C = Softmax(H_i^C),
+    G_i^C = A_i^C (x) G_i
+
+W^{C2} in R^{1 x m} pools the m positions of each channel with learned weights, W^{C1} in R^{n x n}
+mixes channels; A_i^C is a distribution over the n channels.
+
+``style="paper"`` (default): the equations, bias-free, softmax.
+``style="reference"``: the public code: the position pooling (a convolution over the m positions)
+is followed by BatchNorm and tanh, W^{C1} has a bias, and the softmax output is
+multiplied by n (mean weight 1).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelAttention(nn.Module):
+    def __init__(self, channels: int, positions: int, style: str = "paper"):
+        super().__init__()
+        self.style = style
+        self.channels = channels
+        if style == "paper":
+            self.W_C2 = nn.Linear(positions, 1, bias=False)  # R^{1 x m}
+            self.squash = nn.Identity()
+            self.W_C1 = nn.Linear(channels, channels, bias=False)  # R^{n x n}
+        elif style == "reference":
+            self.W_C2 = nn.Linear(positions, 1, bias=False)  # a bias before BN is a no-op
+            self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
+            self.W_C1 = nn.Linear(channels, channels)
+        else:
+            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+
+    @property
+    def scale(self) -> float:
+        """Sum of the weights over channels: 1 (paper) or n (reference)."""
+        return 1.0 if self.style == "paper" else float(self.channels)
+
+    def forward(self, F: torch.Tensor) -> torch.Tensor:
+        """F (spatially attended): [B, t, m, n] -> A^C: [B, t, n]."""
+        B, t, _, n = F.shape
+        G = F.transpose(-1, -2)  # G_i = F_i^T                    [B, t, n, m]
+        s = self.W_C2(G).reshape(B * t, 1, n)  # W^{C2} G_i^T        [B*t, 1, n]
+        H = self.W_C1(self.squash(s)).reshape(B, t, n)  # H_i^C    [B, t, n]
+        return torch.softmax(H, dim=-1) * self.scale  # A_i^C       [B, t, n]

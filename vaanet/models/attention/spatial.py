@@ -1,0 +1,45 @@
+"""Visual spatial attention, eq. (2)-(3).
+
+    H_i^S = W^{S1} (W^{S2} F_i^T)^T,   A_i^S = Softmax(H_i^S),   F_i^S = A_i^S (x) F_i
+
+F_i in R^{m x n} is super-frame i (m = h*w positions, n channels); W^{S2} in R^{1 x n} is the 1x1
+convolution, W^{S1} in R^{m x m} the fully connected layer.
+
+``style="paper"`` (default) is exactly the equations: two bias-free linear maps and a softmax, so
+A_i^S is a distribution over the m positions.
+``style="reference"`` is the public code: the 1x1 convolution is followed by
+BatchNorm and tanh, W^{S1} has a bias, and the softmax output is multiplied by m (mean weight 1).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self, channels: int, positions: int, style: str = "paper"):
+        super().__init__()
+        self.style = style
+        self.positions = positions
+        if style == "paper":
+            self.W_S2 = nn.Linear(channels, 1, bias=False)  # 1x1 conv, R^{1 x n}
+            self.squash = nn.Identity()
+            self.W_S1 = nn.Linear(positions, positions, bias=False)  # R^{m x m}
+        elif style == "reference":
+            self.W_S2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
+            self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
+            self.W_S1 = nn.Linear(positions, positions)
+        else:
+            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+
+    @property
+    def scale(self) -> float:
+        """Sum of the weights over positions: 1 (paper) or m (reference)."""
+        return 1.0 if self.style == "paper" else float(self.positions)
+
+    def forward(self, F: torch.Tensor) -> torch.Tensor:
+        """F: [B, t, m, n] -> A^S: [B, t, m]."""
+        B, t, m, _ = F.shape
+        s = self.W_S2(F).reshape(B * t, 1, m)  # W^{S2} F_i^T        [B*t, 1, m]
+        H = self.W_S1(self.squash(s)).reshape(B, t, m)  # H_i^S    [B, t, m]
+        return torch.softmax(H, dim=-1) * self.scale  # A_i^S       [B, t, m]

@@ -1,0 +1,52 @@
+"""Temporal attention over the t segments: visual eq. (7)-(9) and audio eq. (10)-(11).
+
+    H^T = W^{T1} (W^{T2} P^T)^T,   A^T = ReLU(H^T),   E = sum_j p_j A_j^T
+
+P in R^{t x n} holds one feature per segment (visual: spatially pooled super-frames; audio: the
+pooled ResNet-18 map F^{A'}). W^{T2} in R^{1 x n} scores each segment, W^{T1} in R^{t x t} mixes
+the scores across segments. ReLU, not softmax: the weights are not a distribution.
+
+``style="paper"`` (default): the equations, bias-free, weighted *sum* over segments. The equations
+leave the initialisation open; a random W^{T2} can make every score negative and ReLU would then
+silence the whole stream from the first step, so W^{T2} starts at 1/n and W^{T1} at the identity:
+A_j^T starts as the mean activation of segment j (features are post-ReLU, so non-negative).
+``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
+bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TemporalAttention(nn.Module):
+    def __init__(self, channels: int, segments: int, style: str = "paper"):
+        super().__init__()
+        self.style = style
+        self.segments = segments
+        if style == "paper":
+            self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}
+            self.squash = nn.Identity()
+            self.W_T1 = nn.Linear(segments, segments, bias=False)  # R^{t x t}
+            nn.init.constant_(self.W_T2.weight, 1.0 / channels)
+            with torch.no_grad():
+                self.W_T1.weight.copy_(torch.eye(segments))
+        elif style == "reference":
+            self.W_T2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
+            self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
+            self.W_T1 = nn.Linear(segments, segments)
+            nn.init.constant_(self.W_T1.bias, 1.0)
+        else:
+            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+
+    def forward(self, P: torch.Tensor) -> torch.Tensor:
+        """P: [B, t, n] -> A^T: [B, t] (non-negative)."""
+        B, t, _ = P.shape
+        s = self.W_T2(P).reshape(B, 1, t)  # W^{T2} P^T    [B, 1, t]
+        H = self.W_T1(self.squash(s)).reshape(B, t)  # H^T [B, t]
+        return torch.relu(H)  # A^T                        [B, t]
+
+    def pool(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """Eq. (9)/(11): E = sum_j p_j A_j (paper) or mean_j p_j A_j (reference). [B,t,n] -> [B,n]."""
+        E = (P * A.unsqueeze(-1)).sum(dim=1)
+        return E if self.style == "paper" else E / self.segments
