@@ -1,0 +1,89 @@
+"""``vaanet`` command line: synth, prepare, splits, train, predict, estimate."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _synth(a):
+    from .data.synth import SynthConfig, generate
+
+    res = tuple(tuple(int(v) for v in r.split("x")) for r in a.resolutions.split(","))
+    cfg = SynthConfig(dataset=a.dataset, videos_per_class=a.videos_per_class, duration=a.duration, fps=a.fps,
+                      resolutions=res, segments=a.segments, key_segments=a.key_segments,
+                      no_audio_fraction=a.no_audio_fraction, seed=a.seed)
+    truth = generate(a.out, cfg, workers=a.workers)
+    print(f"wrote {cfg.videos_per_class * (8 if a.dataset == 've8' else 6)} videos under {a.out}; truth in {truth}")
+
+
+def _prepare(a):
+    from .data.ingest import NothingPrepared, PrepareConfig, prepare
+
+    cfg = PrepareConfig(dataset=a.dataset, short_side=a.short_side, fps=a.fps, drop_no_audio=a.drop_no_audio,
+                        workers=a.workers or PrepareConfig().workers)
+    try:
+        prepare(a.root, a.out, cfg)
+    except NothingPrepared as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _splits(a):
+    from .data.ingest import load_index
+    from .data.splits import make_splits
+
+    make_splits(load_index(a.cache), a.out or f"{a.cache}/splits", n=a.n, seed=a.seed, val_fraction=a.val_fraction,
+                train_list=a.train_list, test_list=a.test_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vaanet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the synthetic emotion-video set (real mp4 files with ground truth)")
+    s.add_argument("--out", default="data/synth/videos", help="data-set root to write <Class>/<id>.mp4 into")
+    s.add_argument("--dataset", choices=["ve8", "e6"], default="ve8", help="class list and layout")
+    s.add_argument("--videos-per-class", type=int, default=12)
+    s.add_argument("--duration", type=float, default=6.0, help="mean duration in seconds")
+    s.add_argument("--fps", type=int, default=10)
+    s.add_argument("--resolutions", default="128x96,160x120", help="WxH list, one drawn per video")
+    s.add_argument("--segments", type=int, default=4, help="equal segments per video")
+    s.add_argument("--key-segments", type=int, default=1, help="segments that carry the class evidence")
+    s.add_argument("--no-audio-fraction", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(func=_synth)
+
+    s = sub.add_parser("prepare", help="decode videos once into frame/MFCC caches and an index")
+    s.add_argument("--root", required=True, help="data-set root: <root>/<Class>/<video files>")
+    s.add_argument("--out", required=True, help="cache folder (index.csv, failures.csv, videos/)")
+    s.add_argument("--dataset", choices=["ve8", "e6"], default="ve8")
+    s.add_argument("--short-side", type=int, default=128, help="resize frames to this short side (>= crop)")
+    s.add_argument("--fps", type=float, default=None, help="frame rate to store (default: native)")
+    s.add_argument("--drop-no-audio", action="store_true", help="leave out videos without an audio track")
+    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    s.set_defaults(func=_prepare)
+
+    s = sub.add_parser("splits", help="write train/val/test split files")
+    s.add_argument("--cache", required=True, help="prepared cache folder (holds index.csv)")
+    s.add_argument("--out", default=None, help="folder for the split files (default <cache>/splits)")
+    s.add_argument("-n", type=int, default=10, help="number of random stratified splits (VE-8 protocol)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for model selection")
+    s.add_argument("--train-list", default=None, help="official train list (Ekman-6); with --test-list")
+    s.add_argument("--test-list", default=None, help="official test list (Ekman-6)")
+    s.set_defaults(func=_splits)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
