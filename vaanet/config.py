@@ -1,0 +1,204 @@
+"""Typed run configuration: model, data, optimisation and run settings in one tree.
+
+Loaded from YAML (``configs/*.yaml``) with ``key=value`` overrides, validated once here, flattened into
+``section.key`` pairs for MLflow params. Unknown keys are errors, never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.dataset import SamplingConfig
+from .losses import DATASET_CLASSES
+from .models.vaanet import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "ve8"  # class list: ve8 | e6 (the synthetic set uses one of them)
+    cache: str = "data/synth/cache"  # output of `vaanet prepare`
+    split: str = "data/synth/cache/splits/split_00.csv"  # output of `vaanet splits`
+    truth: str | None = None  # synth_truth.csv: score attention against the ground truth
+    audio_frames: int = 256  # MFCC frames per segment
+    audio_alignment: str = "aligned"  # aligned | reference
+    temporal_views: int = 1  # test-time views (scores averaged)
+    spatial_views: int = 1
+    samples_per_video: int = 1
+    num_workers: int = 2  # DataLoader processes per training worker
+
+    def __post_init__(self):
+        if self.dataset not in DATASET_CLASSES:
+            raise ValueError(f"data.dataset must be one of {sorted(DATASET_CLASSES)}, got {self.dataset!r}")
+        if self.num_workers < 0:
+            raise ValueError("data.num_workers must be >= 0")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return DATASET_CLASSES[self.dataset]
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4  # Adam, as the paper
+    weight_decay: float = 0.0
+    epochs: int = 150
+    batch_size: int = 32  # effective batch (videos per optimiser step, all workers together)
+    micro_batch: int = 0  # videos per forward pass and worker; 0 = the whole per-worker batch
+    loss: str = "pcce"  # pcce | ce
+    lam: float = 0.5  # PCCE lambda
+
+    def __post_init__(self):
+        if self.loss not in ("pcce", "ce"):
+            raise ValueError(f"optim.loss must be 'pcce' or 'ce', got {self.loss!r}")
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.micro_batch < 0 or self.lam < 0:
+            raise ValueError("optim: need lr > 0, epochs >= 1, batch_size >= 1, micro_batch >= 0, lam >= 0")
+
+    @property
+    def effective_lambda(self) -> float:
+        return 0.0 if self.loss == "ce" else self.lam
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    name: str = "vaanet"  # run name (Ray result folder and MLflow run name)
+    output: str = "runs"  # where Ray Train writes results and checkpoints
+    mlflow_uri: str | None = None  # None: sqlite:///mlflow.db in the working folder
+    experiment: str = "vaanet"
+    bf16: bool = True  # autocast on CUDA only
+    threads: int = 0  # torch CPU threads per worker; 0 = torch's default
+    fail_at_epoch: int = -1  # fault injection for tests: raise once at this epoch
+    tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        if self.model.num_classes != len(self.data.classes):
+            raise ValueError(f"model.num_classes={self.model.num_classes} but data.dataset={self.data.dataset!r} "
+                             f"has {len(self.data.classes)} classes")
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        m, d = self.model, self.data
+        return SamplingConfig(segments=m.segments, frames=m.frames, crop_size=m.crop_size, audio_frames=d.audio_frames,
+                              audio_alignment=d.audio_alignment, temporal_views=d.temporal_views,
+                              spatial_views=d.spatial_views, samples_per_video=d.samples_per_video)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _build(cls, d, "")
+
+    def flat(self) -> dict[str, Any]:
+        """``{'model.depth': 101, ...}`` for MLflow params (tags dict excluded)."""
+        out = {}
+        for section, values in self.to_dict().items():
+            for k, v in values.items():
+                if k != "tags":
+                    out[f"{section}.{k}"] = v
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(tp, value, where):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where} must be true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls, d, prefix: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config keys {[prefix + k for k in unknown]}; valid keys under "
+                         f"{prefix.rstrip('.') or 'the top level'}: {sorted(known)}")
+    return cls(**{k: _coerce(hints[k], v, prefix + k) for k, v in d.items()})
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """YAML file (optional) + ``section.key=value`` overrides (values parsed as YAML) -> Config.
+    A ``preset: NAME`` key under ``model`` expands to the preset's switches."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found (see configs/ for examples)")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}") from e
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw))
+    model = tree.get("model") or {}
+    if isinstance(model, dict) and "preset" in model:
+        preset = model.pop("preset")
+        base = ModelConfig.from_preset(preset)
+        tree["model"] = {**{k: getattr(base, k) for k in ("visual", "audio", "spatial_attention", "channel_attention",
+                                                              "temporal_attention", "audio_attention")}, **model}
+    try:
+        return Config.from_dict(tree)
+    except ValueError as e:
+        raise ValueError(f"{path or 'config'}: {e}") from e

@@ -1,0 +1,352 @@
+"""The training function: one configuration, one split, start to finish.
+
+``train_fn(config)`` is what Ray Train's TorchTrainer runs on every worker (DDP when there are several);
+``fit_local(cfg)`` runs the very same function in this process without Ray, for debugging.
+Paper defaults: Adam lr 2e-4, 32 videos per step, 150 epochs, PCCE lambda 0.5. Model selection on the
+validation subset; the selected model is evaluated once on test at the end.
+
+Checkpoint = a folder with ``state.pt`` (model, optimiser, epoch, RNG, history, MLflow run id) and
+``best_model.pt`` (the weights selected so far, with their config, loadable by ``vaanet predict``).
+Through Ray Train only the best (by val_acc) and the latest are kept.
+"""
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config
+from ..data.dataset import EpochSampler, VideoEmotionDataset
+from ..losses import PCCELoss
+from ..models.vaanet import VAANet, feature_size
+from .metrics import attention_metrics, classification_metrics, predict
+from .tracking import Tracker, code_version
+
+STATE, BEST = "state.pt", "best_model.pt"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once at ``run.fail_at_epoch`` to test recovery."""
+
+
+# ---- where the loop runs: Ray Train worker or this process ------------------------------------------
+class LocalSession:
+    rank, world_size = 0, 1
+
+    def __init__(self, out_dir: Path):
+        self.root = out_dir / "checkpoints"
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def wrap(self, model):
+        return model.to(self.device)
+
+    @contextmanager
+    def checkpoint(self):
+        last = self.root / "last"
+        yield last if (last / STATE).exists() else None
+
+    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+        if folder is None:
+            return
+        for name in ("last",) + (("best",) if is_best else ()):
+            tmp = self.root / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(folder, tmp)
+            shutil.rmtree(self.root / name, ignore_errors=True)
+            tmp.rename(self.root / name)
+
+
+class RaySession:
+    def __init__(self):
+        import ray.train
+
+        self.ctx = ray.train.get_context()
+        self.rank, self.world_size = self.ctx.get_world_rank(), self.ctx.get_world_size()
+
+    @property
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def wrap(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    @contextmanager
+    def checkpoint(self):
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+        else:
+            with ckpt.as_directory() as d:
+                yield Path(d)
+
+    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None and self.rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+def _loaders(cfg: Config, rank: int, world: int, pin: bool):
+    s, d = cfg.sampling, cfg.data
+    kw = dict(sampling=s, seed=cfg.run.seed, visual=cfg.model.visual, audio=cfg.model.audio)
+    train = VideoEmotionDataset(d.cache, d.split, "train", **kw)
+    val = VideoEmotionDataset(d.cache, d.split, "val", **kw)
+    test = VideoEmotionDataset(d.cache, d.split, "test", **kw)
+    per_worker = max(1, cfg.optim.batch_size // world)
+    micro = min(cfg.optim.micro_batch or per_worker, per_worker)
+    common = dict(num_workers=d.num_workers, pin_memory=pin, persistent_workers=d.num_workers > 0)
+    if d.num_workers > 0:
+        common["prefetch_factor"] = 2
+    train_sampler = EpochSampler(train, shuffle=True, seed=cfg.run.seed, rank=rank, world_size=world)
+    loaders = dict(
+        train=DataLoader(train, batch_size=micro, sampler=train_sampler, **common),
+        val=DataLoader(val, batch_size=micro, sampler=EpochSampler(val, False, rank=rank, world_size=world), **common),
+        test=DataLoader(test, batch_size=micro, sampler=EpochSampler(test, False, rank=rank, world_size=world), **common),
+    )
+    return loaders, train_sampler, -(-per_worker // micro)
+
+
+def _gather(pred: dict, world: int) -> dict:
+    """Collect the per-rank predictions (eval sets are sharded over the workers); de-duplicate the
+    wrap-around padding by video id."""
+    if world == 1:
+        return pred
+    import torch.distributed as dist
+
+    parts = [None] * world
+    dist.all_gather_object(parts, pred)
+    merged = {k: [] for k in pred}
+    seen = set()
+    for p in parts:
+        for i, vid in enumerate(p["video_ids"]):
+            if vid in seen:
+                continue
+            seen.add(vid)
+            for k, v in p.items():
+                if k == "video_ids":
+                    merged[k].append(vid)
+                elif len(v):
+                    merged[k].append(v[i])
+    return {k: (np.stack(v) if v and k != "video_ids" else v) for k, v in merged.items()}
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict, seconds: float) -> str:
+    return (f"epoch {epoch + 1:>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} | "
+            f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} polarity {m['val_polarity_acc']:.3f}"
+            f"{'  *best' if m.get('is_best') else ''}  ({seconds:.1f} s)")
+
+
+def _progress(iterable, total, enabled):
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, leave=False, unit="step")
+
+
+def _state_dict(model) -> dict:
+    m = model.module if hasattr(model, "module") else model
+    return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
+
+def _write_artifacts(folder: Path, cfg: Config, classes, test: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "config.yaml", folder / "per_class_accuracy.csv", folder / "confusion_matrix.csv",
+             folder / "confusion_matrix.png"]
+    paths[0].write_text(cfg.to_yaml())
+    pd.DataFrame({"class": list(classes), "accuracy": [test["per_class"][c] for c in classes],
+                  "support": test["confusion"].sum(1)}).to_csv(paths[1], index=False)
+    pd.DataFrame(test["confusion"], index=list(classes), columns=list(classes)).to_csv(paths[2])
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
+    ax.imshow(test["confusion"], cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for (i, j), v in np.ndenumerate(test["confusion"]):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"test accuracy {test['acc']:.3f}")
+    fig.tight_layout()
+    fig.savefig(paths[3], dpi=100)
+    plt.close(fig)
+    split = Path(cfg.data.split)
+    if split.is_file():
+        shutil.copy(split, folder / split.name)
+        paths.append(folder / split.name)
+    return paths
+
+
+def run_tags(cfg: Config) -> dict[str, str]:
+    tags = dict(preset=cfg.model.preset or "custom", loss=cfg.optim.loss, lam=f"{cfg.optim.effective_lambda:g}",
+                split=Path(cfg.data.split).stem, seed=str(cfg.run.seed), dataset=cfg.data.dataset)
+    return {**tags, **cfg.run.tags}
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+def train_fn(config: dict) -> dict:
+    """Train one configuration. ``config = {"cfg": Config.to_dict(), "out_dir": str, "ray": bool}``."""
+    cfg = Config.from_dict(config["cfg"])
+    out_dir = Path(config["out_dir"])
+    session = RaySession() if config.get("ray") else LocalSession(out_dir)
+    rank, world = session.rank, session.world_size
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = session.device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    amp = torch.bfloat16 if (cuda and cfg.run.bf16) else None
+    log = print if rank == 0 else (lambda *a, **k: None)
+
+    torch.manual_seed(cfg.run.seed)
+    model = VAANet(cfg.model)
+    classes = cfg.data.classes
+    criterion = PCCELoss(classes, lam=cfg.optim.effective_lambda).to(device)
+    loaders, train_sampler, accumulate = _loaders(cfg, rank, world, pin=cuda)
+    model = session.wrap(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+    start_epoch, history, best, best_weights, run_id, finished = 0, [], {"epoch": -1, "val_acc": -1.0}, None, None, None
+    with session.checkpoint() as folder:
+        if folder is not None:
+            state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+            (model.module if hasattr(model, "module") else model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["mlflow_run_id"]
+            finished = state.get("test")
+            best_weights = torch.load(folder / BEST, map_location="cpu", weights_only=True)["model"]
+            log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
+
+    tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
+    if run_id is None:
+        params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type,
+                       "pixel_normalization": (model.module if hasattr(model, "module") else model).pixel_normalization}
+        tracker.start(params_flat, run_tags(cfg))
+    if finished is not None:
+        log("this run already finished; nothing to train")
+        return finished
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        t0 = time.time()
+        if epoch == cfg.run.fail_at_epoch and not (out_dir / ".failure_injected").exists():
+            (out_dir / ".failure_injected").touch()
+            raise InjectedFailure(f"injected failure at epoch {epoch} (run.fail_at_epoch)")
+        model.train()
+        train_sampler.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        batches = iter(loaders["train"])
+        steps = -(-len(loaders["train"]) // accumulate)
+        for _ in _progress(range(steps), steps, rank == 0):
+            group = list(itertools.islice(batches, accumulate))
+            total = sum(len(b["label"]) for b in group)
+            optimizer.zero_grad(set_to_none=True)
+            for i, batch in enumerate(group):
+                visual = batch["visual"].to(device, non_blocking=True) if "visual" in batch else None
+                audio = batch["audio"].to(device, non_blocking=True) if "audio" in batch else None
+                target = batch["label"].to(device, non_blocking=True)
+                sync = nullcontext() if (i == len(group) - 1 or not hasattr(model, "no_sync")) else model.no_sync()
+                with sync:
+                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                        logits = model(visual, audio).logits
+                    loss = criterion(logits.float(), target)
+                    (loss * len(target) / total).backward()
+                loss_sum += loss.detach() * len(target)
+                correct += (logits.detach().argmax(1) == target).sum()
+                seen += len(target)
+            optimizer.step()
+        val_pred = _gather(predict(model, loaders["val"], device, amp), world)
+        val = classification_metrics(val_pred["probs"], val_pred["labels"], classes)
+        val_loss = float(PCCELoss(classes, lam=cfg.optim.effective_lambda)(
+            torch.log(torch.as_tensor(val_pred["probs"]).clamp_min(1e-12)), torch.as_tensor(val_pred["labels"])))
+        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(stats)
+        is_best = val["acc"] > best["val_acc"]
+        if is_best:
+            best = {"epoch": epoch, "val_acc": val["acc"]}
+            best_weights = _state_dict(model)
+        metrics = dict(epoch=epoch, train_loss=float(stats[0] / stats[2]), train_acc=float(stats[1] / stats[2]),
+                       val_loss=val_loss, val_acc=val["acc"], val_mean_class_acc=val["mean_class_acc"],
+                       val_polarity_acc=val["polarity_acc"], best_val_acc=best["val_acc"], epoch_seconds=time.time() - t0)
+        history.append(metrics)
+        log(_epoch_line(epoch, cfg.optim.epochs, {**metrics, "is_best": is_best}, time.time() - t0), flush=True)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics, is_best, None)
+
+    # ---- test: the selected model, once ----
+    m = model.module if hasattr(model, "module") else model
+    m.load_state_dict(best_weights)
+    pred = _gather(predict(model, loaders["test"], device, amp), world)
+    test = classification_metrics(pred["probs"], pred["labels"], classes)
+    truth = pd.read_csv(cfg.data.truth, dtype={"video_id": str}) if cfg.data.truth else None
+    side = feature_size(cfg.model.crop_size, cfg.model.no_max_pool) if cfg.model.visual else None
+    attn = attention_metrics(pred, truth, side, cfg.model.crop_size)
+    final = {"test_acc": test["acc"], "test_mean_class_acc": test["mean_class_acc"],
+             "test_polarity_acc": test["polarity_acc"], "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+             "epochs": cfg.optim.epochs, **{f"test_acc_{c}": v for c, v in test["per_class"].items()},
+             **{f"test_{k}": v for k, v in attn.items()}}
+    if rank == 0:
+        artifacts = _write_artifacts(out_dir / "artifacts", cfg, classes, test)
+        tracker.log_final(final, artifacts)
+        log(f"test (model of epoch {best['epoch'] + 1}): accuracy {test['acc']:.3f}  mean class accuracy "
+            f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
+            + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
+        tracker.finish("FINISHED")
+    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, best_weights, tracker, cfg,
+                           {**final, "val_acc": best["val_acc"]}, False, final)
+    return final
+
+
+def _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics,
+                           is_best, final):
+    with tempfile.TemporaryDirectory(prefix="vaanet-ckpt-") as tmp:
+        folder = None
+        if session.rank == 0:
+            folder = Path(tmp)
+            torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "history": history, "best": best, "torch_rng": torch.get_rng_state(),
+                        "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
+            torch.save({"model": best_weights, "config": cfg.to_dict(), "epoch": best["epoch"],
+                        "val_acc": best["val_acc"]}, folder / BEST)
+        session.report(metrics, folder, is_best)
+
+
+def fit_local(cfg: Config, out_dir: str | Path | None = None) -> dict:
+    """Run ``train_fn`` in this process (no Ray): checkpoints under ``<out_dir>/checkpoints/{last,best}``;
+    rerunning with the same ``out_dir`` resumes."""
+    out_dir = Path(out_dir or Path(cfg.run.output) / cfg.run.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return train_fn({"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": False})
+
+
+__all__ = ["train_fn", "fit_local", "InjectedFailure", "run_tags"]

@@ -1,0 +1,99 @@
+"""MLflow tracking that never stops training.
+
+Everything is also written to the run's own folder (``metrics.jsonl`` per epoch, ``final_metrics.json``
+at the end), so when the tracking server goes away mid-run the loss is reported loudly once and nothing
+computed is lost. Only rank 0 tracks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import vaanet
+
+
+def default_tracking_uri(folder: str | Path = ".") -> str:
+    """MLflow 3's own default store: a SQLite database in the working folder (absolute, so that Ray
+    workers, which run elsewhere, write to the same file)."""
+    return f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+
+
+def code_version() -> str:
+    root = Path(vaanet.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git is fine
+        sha = ""
+    return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
+
+
+class Tracker:
+    def __init__(self, uri: str | None, experiment: str, run_name: str, out_dir: str | Path, enabled: bool = True,
+                 run_id: str | None = None, log=print):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.enabled, self.run_id, self.lost, self.log = enabled, run_id, None, log
+        self.client = None
+        if not enabled:
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+            if run_id is None:
+                exp = self.client.get_experiment_by_name(experiment)
+                exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+                self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
+            self._lose(e)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.client is not None and self.lost is None and self.run_id is not None
+
+    def _lose(self, error: Exception) -> None:
+        self.lost = error
+        msg = (f"WARNING: MLflow tracking lost ({type(error).__name__}: {str(error)[:200]}). Training goes on; "
+               f"metrics are still written to {self.out_dir}")
+        print("!" * 100 + "\n" + msg + "\n" + "!" * 100, file=sys.stderr, flush=True)
+
+    def _try(self, fn, *args, **kwargs) -> None:
+        if self.active:
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                self._lose(e)
+
+    def start(self, params: dict, tags: dict) -> None:
+        from mlflow.entities import Param, RunTag
+
+        params = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        tags = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(params), 100):
+            self._try(self.client.log_batch, self.run_id, params=params[i:i + 100])
+        self._try(self.client.log_batch, self.run_id, tags=tags)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        with (self.out_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, **finite}) + "\n")
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, v, ts, step or 0) for k, v in finite.items()]
+        for i in range(0, len(batch), 200):
+            self._try(self.client.log_batch, self.run_id, metrics=batch[i:i + 200])
+
+    def log_final(self, metrics: dict, artifacts: list[Path]) -> None:
+        (self.out_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        for path in artifacts:
+            self._try(self.client.log_artifact, self.run_id, str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._try(self.client.set_terminated, self.run_id, status)
