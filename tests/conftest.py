@@ -15,11 +15,11 @@ def tiny_model_kwargs():
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
-    """A tiny synthetic VE-8 set of real mp4 files: 2 videos per class, 2 s at 10 fps, 64x48."""
+    """A tiny synthetic VE-8 set of real mp4 files: 3 videos per class, 2 s at 10 fps, 64x48."""
     from vaanet.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth") / "videos"
-    generate(root, SynthConfig(videos_per_class=2, duration=2.0, fps=10, resolutions=((64, 48), (80, 60)),
+    generate(root, SynthConfig(videos_per_class=3, duration=2.0, fps=10, resolutions=((64, 48), (80, 60)),
                                segments=4, no_audio_fraction=0.25, seed=3), workers=2)
     return root
 
@@ -33,3 +33,28 @@ def synth_cache(synth_root, tmp_path_factory):
     index = prepare(synth_root, cache, PrepareConfig(short_side=40, workers=2), log=lambda *_: None)
     make_splits(index, cache / "splits", n=2, seed=0, val_fraction=0.2, log=lambda *_: None)
     return cache
+
+
+def tiny_config(synth_root, synth_cache, tmp_path, **overrides):
+    """A seconds-long training configuration on the tiny synthetic set."""
+    from vaanet.config import load_config
+
+    sets = [
+        f"data.cache={synth_cache}", f"data.split={synth_cache / 'splits' / 'split_00.csv'}",
+        f"data.truth={synth_root / 'synth_truth.csv'}", "data.audio_frames=8", "data.num_workers=0",
+        "model.depth=10", "model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32",
+        "model.attention_style=reference", "optim.epochs=3", "optim.batch_size=4", "optim.lr=1e-3",
+        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", "run.threads=1",
+        f"run.output={tmp_path / 'runs'}", "run.tags={study: unit, table: '3'}",
+    ] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(None, sets)
+
+
+@pytest.fixture(scope="session")
+def reference_run(synth_root, synth_cache, tmp_path_factory):
+    """An uninterrupted local run of the tiny configuration: (config, final metrics, folder)."""
+    from vaanet.train import fit_local
+
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = tiny_config(synth_root, synth_cache, tmp)
+    return cfg, fit_local(cfg, tmp / "run"), tmp

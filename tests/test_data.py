@@ -26,7 +26,7 @@ QUIET = dict(log=lambda *_: None)
 
 def test_synth_writes_real_h264_aac_mp4_with_truth(synth_root):
     truth = pd.read_csv(synth_root / "synth_truth.csv")
-    assert len(truth) == 16 and set(truth["class_name"]) == set(VE8_CLASSES)
+    assert len(truth) == 24 and set(truth["class_name"]) == set(VE8_CLASSES)
     assert (~truth["has_audio"]).sum() >= 1 and truth["has_audio"].sum() >= 1
     for _, row in truth.head(4).iterrows():
         with av.open(str(synth_root / row["file"])) as c:
@@ -47,7 +47,7 @@ def test_synth_is_deterministic(tmp_path):
 def test_prepare_index_and_caches(synth_root, synth_cache):
     index = load_index(synth_cache)
     truth = pd.read_csv(synth_root / "synth_truth.csv").set_index("video_id")
-    assert len(index) == 16
+    assert len(index) == 24
     for _, row in index.iterrows():
         frames = np.load(synth_cache / row["frames_file"], mmap_mode="r")
         assert frames.dtype == np.uint8 and frames.shape == (row["frames"], row["height"], row["width"], 3)
@@ -147,7 +147,7 @@ def test_prepare_resumes_without_redoing_finished_videos(tmp_path, synth_root):
     (victim / "frames.npy.tmp").write_bytes(b"half-written")
     before = {p: p.stat().st_mtime_ns for p in out.glob("videos/*/frames.npy")}
     index = prepare(synth_root, out, PrepareConfig(short_side=40, workers=2), **QUIET)
-    assert len(index) == 16
+    assert len(index) == 24
     assert {p: p.stat().st_mtime_ns for p in before} == before  # finished videos untouched
     assert np.load(victim / "frames.npy").dtype == np.uint8 and not (victim / "frames.npy.tmp").exists()
     assert json.loads((victim / "meta.json").read_text())["video_id"] == "joy_000"
@@ -158,7 +158,7 @@ def test_stratified_splits(synth_cache, tmp_path):
     big = pd.concat([index.assign(video_id=index["video_id"] + f"_{i}") for i in range(6)], ignore_index=True)
     s = stratified_split(big, seed=1, split=0, val_fraction=0.1)
     per_class = s.groupby(["class_name", "subset"]).size().unstack()
-    assert (per_class["test"] == 4).all() and (per_class["train"] + per_class["val"] == 8).all()
+    assert (per_class["test"] == 6).all() and (per_class["train"] + per_class["val"] == 12).all()
     assert (per_class["val"] >= 1).all()
     assert s["video_id"].is_unique and set(s["video_id"]) == set(big["video_id"])
     a = make_splits(big, tmp_path / "a", n=3, seed=4, **QUIET)
@@ -171,12 +171,12 @@ def test_stratified_splits(synth_cache, tmp_path):
 def test_official_split_from_lists(synth_cache, tmp_path):
     index = load_index(synth_cache)
     files = (index["class_name"] + "/" + index["path"].str.split("/").str[-1]).tolist()
-    (tmp_path / "train.txt").write_text("\n".join(f"{f} 1" for f in files[:8]) + "\nAnger/missing.mp4\n")
-    (tmp_path / "test.txt").write_text("\n".join(files[8:]) + "\n")
+    (tmp_path / "train.txt").write_text("\n".join(f"{f} 1" for f in files[:12]) + "\nAnger/missing.mp4\n")
+    (tmp_path / "test.txt").write_text("\n".join(files[12:]) + "\n")
     warnings = []
-    s = official_split(index, tmp_path / "train.txt", tmp_path / "test.txt", val_fraction=0.5, log=warnings.append)
-    assert (s["subset"] == "test").sum() == 8
-    assert set(s.loc[s["subset"] != "test", "video_id"]) == set(index["video_id"][:8])
+    s = official_split(index, tmp_path / "train.txt", tmp_path / "test.txt", val_fraction=0.34, log=warnings.append)
+    assert (s["subset"] == "test").sum() == 12
+    assert set(s.loc[s["subset"] != "test", "video_id"]) == set(index["video_id"][:12])
     assert (s.loc[s["subset"] == "val"].groupby("label").size() == 1).all()  # stratified, from train only
     assert (s["subset"] == "val").sum() == 4 and "missing" in warnings[0]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _synth(a):
@@ -34,6 +35,37 @@ def _splits(a):
 
     make_splits(load_index(a.cache), a.out or f"{a.cache}/splits", n=a.n, seed=a.seed, val_fraction=a.val_fraction,
                 train_list=a.train_list, test_list=a.test_list)
+
+
+def _train(a):
+    from .config import load_config
+
+    cfg = load_config(a.config, a.set)
+    if a.mlflow_uri:
+        from dataclasses import replace
+
+        cfg = replace(cfg, run=replace(cfg.run, mlflow_uri=a.mlflow_uri))
+    if a.no_ray:
+        from .train import fit_local
+
+        final = fit_local(cfg)
+    else:
+        from .train.ray_train import fit_with_ray
+
+        result = fit_with_ray(cfg, workers=a.workers, gpus=a.gpus, address=a.address)
+        if result.error:
+            print(f"error: training failed: {result.error}", file=sys.stderr)
+            return 1
+        final = result.metrics
+    print(f"test accuracy {final['test_acc']:.4f}  mean class accuracy {final['test_mean_class_acc']:.4f}  "
+          f"polarity accuracy {final['test_polarity_acc']:.4f}")
+
+
+def _predict(a):
+    from .predict import format_result, predict_video
+
+    figure = a.figure or f"{Path(a.video).stem}_attention.png"
+    print(format_result(predict_video(a.video, a.checkpoint, figure)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-list", default=None, help="official train list (Ekman-6); with --test-list")
     s.add_argument("--test-list", default=None, help="official test list (Ekman-6)")
     s.set_defaults(func=_splits)
+
+    s = sub.add_parser("train", help="train one configuration (Ray Train), tracked in MLflow")
+    s.add_argument("--config", required=True, help="YAML config (see configs/)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=1e-4 --set model.preset=VS (repeatable)")
+    s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
+    s.add_argument("--gpus", type=int, default=0, help="GPUs in total (shared among the workers)")
+    s.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
+    s.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    s.add_argument("--no-ray", action="store_true", help="run the same loop in this process (debugging)")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("predict", help="emotion distribution, polarity and attention figure of one video")
+    s.add_argument("video", help="a video file")
+    s.add_argument("--checkpoint", required=True, help="best_model.pt of a training run, or its folder")
+    s.add_argument("--figure", default=None, help="where to write the attention figure (PNG)")
+    s.set_defaults(func=_predict)
     return p
 
 
@@ -80,7 +129,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

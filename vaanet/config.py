@@ -96,6 +96,23 @@ class Config:
                               audio_alignment=d.audio_alignment, temporal_views=d.temporal_views,
                               spatial_views=d.spatial_views, samples_per_video=d.samples_per_video)
 
+    def check_files(self) -> None:
+        """Fail before any training when an input file is missing, naming the file and the fix."""
+        problems = []
+        cache = Path(self.data.cache)
+        if not (cache / "index.csv").is_file():
+            problems.append(f"data.cache={cache} holds no index.csv: run `vaanet prepare --root <videos> --out {cache}`")
+        if not Path(self.data.split).is_file():
+            problems.append(f"data.split={self.data.split} not found: run `vaanet splits --cache {cache}`")
+        if self.data.truth and not Path(self.data.truth).is_file():
+            problems.append(f"data.truth={self.data.truth} not found (synth_truth.csv of `vaanet synth`; or unset it)")
+        for key in ("visual_weights", "audio_weights"):
+            value = getattr(self.model, key)
+            if value and not Path(value).is_file():
+                problems.append(f"model.{key}={value} not found: weights are never downloaded; put the file there")
+        if problems:
+            raise FileNotFoundError("; ".join(problems))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -12,6 +12,7 @@ Through Ray Train only the best (by val_acc) and the latest are kept.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config
 from ..data.dataset import EpochSampler, VideoEmotionDataset
+from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
 from ..models.vaanet import VAANet, feature_size
 from .metrics import attention_metrics, classification_metrics, predict
@@ -210,6 +212,7 @@ def run_tags(cfg: Config) -> dict[str, str]:
 def train_fn(config: dict) -> dict:
     """Train one configuration. ``config = {"cfg": Config.to_dict(), "out_dir": str, "ray": bool}``."""
     cfg = Config.from_dict(config["cfg"])
+    cfg.check_files()
     out_dir = Path(config["out_dir"])
     session = RaySession() if config.get("ray") else LocalSession(out_dir)
     rank, world = session.rank, session.world_size
@@ -336,8 +339,10 @@ def _checkpoint_and_report(session, model, optimizer, epoch, history, best, best
             torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
                         "history": history, "best": best, "torch_rng": torch.get_rng_state(),
                         "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
+            manifest = Path(cfg.data.cache) / MANIFEST_FILE
+            prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
             torch.save({"model": best_weights, "config": cfg.to_dict(), "epoch": best["epoch"],
-                        "val_acc": best["val_acc"]}, folder / BEST)
+                        "val_acc": best["val_acc"], "prepare": prepare}, folder / BEST)
         session.report(metrics, folder, is_best)
 
 

@@ -28,7 +28,9 @@ def resolve_paths(cfg: Config) -> Config:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
     run = replace(cfg.run, output=str(Path(cfg.run.output).resolve()), mlflow_uri=uri)
-    return replace(cfg, data=data, model=model, run=run)
+    cfg = replace(cfg, data=data, model=model, run=run)
+    cfg.check_files()
+    return cfg
 
 
 def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: float = 1.0, max_failures: int = 1,

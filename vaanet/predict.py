@@ -1,0 +1,98 @@
+"""``vaanet predict VIDEO --checkpoint CKPT``: emotion distribution, polarity and an attention figure
+for one video file, from a checkpoint written by training (``best_model.pt`` or its folder)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import Config
+from .data.dataset import VideoEmotionDataset
+from .data.ingest import INDEX_COLUMNS, MANIFEST_FILE, Job, PrepareConfig, prepare_video
+from .figures import attention_figure
+from .losses import polarity_vector
+from .models.pretrained import CheckpointError
+from .models.vaanet import VAANet
+
+
+def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
+    """Model (eval mode) and config from ``best_model.pt`` (or a checkpoint folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best_model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; pass best_model.pt or the checkpoint folder that holds it")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a vaanet checkpoint (expected keys 'model' and 'config'; "
+                              "a backbone weight file goes into model.visual_weights instead)")
+    try:
+        cfg = Config.from_dict(ckpt["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} holds an incompatible config: {e}") from e
+    model = VAANet(replace(cfg.model, visual_weights=None, audio_weights=None))
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model of its own config: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
+    return model.eval(), cfg, ckpt
+
+
+def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None) -> dict:
+    model, cfg, ckpt = load_checkpoint(checkpoint)
+    video = Path(video)
+    if not video.is_file():
+        raise FileNotFoundError(f"video {video} not found")
+    prep = ckpt.get("prepare") or {}
+    pc = PrepareConfig(dataset=cfg.data.dataset, short_side=prep.get("short_side", round(cfg.model.crop_size * 8 / 7)),
+                       fps=prep.get("fps"), workers=1)
+    classes = cfg.data.classes
+    with tempfile.TemporaryDirectory(prefix="vaanet-predict-") as tmp:
+        tmp = Path(tmp)
+        try:
+            row = prepare_video(Job("video", classes[0], 0, str(video)), tmp, pc)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"cannot read {video} as a video ({type(e).__name__}: {e}); is it a complete video file?") from e
+        pd.DataFrame([row], columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
+        (tmp / MANIFEST_FILE).write_text(json.dumps({**{k: v for k, v in vars(pc).items() if k != "workers"}}))
+        split = pd.DataFrame({"video_id": ["video"], "label": [0], "class_name": [classes[0]], "subset": ["test"]})
+        item = VideoEmotionDataset(tmp, split, "test", replace(cfg.sampling, temporal_views=1, spatial_views=1),
+                                   visual=cfg.model.visual, audio=cfg.model.audio)[0]
+    with torch.no_grad():
+        out = model(item["visual"][None] if "visual" in item else None, item["audio"][None] if "audio" in item else None)
+    probs = torch.softmax(out.logits[0], 0).numpy()
+    pol = polarity_vector(classes).numpy()
+    result = {
+        "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+        "prediction": classes[int(probs.argmax())],
+        "polarity": "positive" if pol[int(probs.argmax())] == 1 else "negative",
+        "p_positive": float(probs[pol == 1].sum()),
+    }
+    if figure is not None and "visual" in item:
+        k = cfg.model.frames
+        frames = item["visual"][:, :, k // 2].permute(0, 2, 3, 1).numpy()  # centre frame of each snippet
+        spatial = out.spatial[0].numpy() if out.spatial is not None else None
+        temporal = out.temporal[0].numpy() if out.temporal is not None else None
+        label = f"{result['prediction']} ({probs.max():.2f}, {result['polarity']})"
+        result["figure"] = str(attention_figure([dict(frames=frames, spatial=spatial, temporal=temporal, label=label)],
+                                                figure, title=video.name))
+    return result
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{c:<14}{p:6.3f}  {'#' * int(round(30 * p))}" for c, p in
+             sorted(result["probabilities"].items(), key=lambda kv: -kv[1])]
+    lines.append(f"prediction: {result['prediction']}  polarity: {result['polarity']} "
+                 f"(P(positive) = {result['p_positive']:.3f})")
+    if "figure" in result:
+        lines.append(f"attention figure: {result['figure']}")
+    return "\n".join(lines)
+
+
