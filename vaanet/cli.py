@@ -69,19 +69,23 @@ def _predict(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.synth import SynthConfig
+
     p = argparse.ArgumentParser(prog="vaanet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the synthetic emotion-video set (real mp4 files with ground truth)")
     s.add_argument("--out", default="data/synth/videos", help="data-set root to write <Class>/<id>.mp4 into")
     s.add_argument("--dataset", choices=["ve8", "e6"], default="ve8", help="class list and layout")
-    s.add_argument("--videos-per-class", type=int, default=12)
-    s.add_argument("--duration", type=float, default=6.0, help="mean duration in seconds")
-    s.add_argument("--fps", type=int, default=10)
-    s.add_argument("--resolutions", default="128x96,160x120", help="WxH list, one drawn per video")
-    s.add_argument("--segments", type=int, default=4, help="equal segments per video")
-    s.add_argument("--key-segments", type=int, default=1, help="segments that carry the class evidence")
-    s.add_argument("--no-audio-fraction", type=float, default=0.2)
+    d = SynthConfig()
+    s.add_argument("--videos-per-class", type=int, default=d.videos_per_class)
+    s.add_argument("--duration", type=float, default=d.duration, help="mean duration in seconds")
+    s.add_argument("--fps", type=int, default=d.fps)
+    s.add_argument("--resolutions", default=",".join(f"{w}x{h}" for w, h in d.resolutions),
+                   help="WxH list, one drawn per video")
+    s.add_argument("--segments", type=int, default=d.segments, help="equal segments per video")
+    s.add_argument("--key-segments", type=int, default=d.key_segments, help="segments that carry the class evidence")
+    s.add_argument("--no-audio-fraction", type=float, default=d.no_audio_fraction)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(func=_synth)

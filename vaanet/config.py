@@ -192,6 +192,39 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _expand_preset(tree: dict) -> None:
+    model = tree.get("model")
+    if isinstance(model, dict) and "preset" in model:
+        preset = model.pop("preset")
+        switches = {k: getattr(ModelConfig.from_preset(preset), k) for k in PRESET_SWITCHES}
+        tree["model"] = {**switches, **model}
+
+
+PRESET_SWITCHES = ("visual", "audio", "spatial_attention", "channel_attention", "temporal_attention", "audio_attention")
+
+
+def parse_overrides(overrides) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with ``{'section.key': value}`` applied (``model.preset`` expands)."""
+    tree = cfg.to_dict()
+    if "model.preset" in overrides:
+        for k in PRESET_SWITCHES:
+            tree["model"].pop(k)
+    for key, value in overrides.items():
+        _set(tree, key, value)
+    _expand_preset(tree)
+    return Config.from_dict(tree)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """YAML file (optional) + ``section.key=value`` overrides (values parsed as YAML) -> Config.
     A ``preset: NAME`` key under ``model`` expands to the preset's switches."""
@@ -204,18 +237,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{path} is not valid YAML: {e}") from e
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
-        key, raw = item.split("=", 1)
-        _set(tree, key.strip(), yaml.safe_load(raw))
-    model = tree.get("model") or {}
-    if isinstance(model, dict) and "preset" in model:
-        preset = model.pop("preset")
-        base = ModelConfig.from_preset(preset)
-        tree["model"] = {**{k: getattr(base, k) for k in ("visual", "audio", "spatial_attention", "channel_attention",
-                                                              "temporal_attention", "audio_attention")}, **model}
+    for key, value in parse_overrides(overrides):
+        _set(tree, key, value)
     try:
+        _expand_preset(tree)
         return Config.from_dict(tree)
     except ValueError as e:
         raise ValueError(f"{path or 'config'}: {e}") from e
