@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaanet.tune import Study, run_study, study_parser  # noqa: E402
+from vaanet.tune import Study, main  # noqa: E402
 
 ABLATION = Study(
     name="ablation",
@@ -21,4 +21,4 @@ ABLATION = Study(
 )
 
 if __name__ == "__main__":
-    run_study(ABLATION, study_parser(__doc__).parse_args())
+    main(ABLATION, __doc__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaanet.tune import Study, run_study, study_parser  # noqa: E402
+from vaanet.tune import Study, main  # noqa: E402
 
 LOSSES = Study(
     name="loss_comparison",
@@ -19,4 +19,4 @@ LOSSES = Study(
 )
 
 if __name__ == "__main__":
-    run_study(LOSSES, study_parser(__doc__).parse_args())
+    main(LOSSES, __doc__)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaanet.tune import Study, run_study, study_parser  # noqa: E402
+from vaanet.tune import Study, main  # noqa: E402
 
 MAIN = Study(
     name="main_comparison",
@@ -19,4 +19,4 @@ MAIN = Study(
 )
 
 if __name__ == "__main__":
-    run_study(MAIN, study_parser(__doc__).parse_args())
+    main(MAIN, __doc__)

@@ -66,7 +66,7 @@ def class_style(name: str, classes: tuple[str, ...]) -> tuple[tuple[float, float
     positive = POLARITY[name] == POSITIVE
     same = [c for c in classes if (POLARITY[c] == POSITIVE) == positive]
     i = same.index(name)
-    hue = (0.02 + 0.035 * i) if positive else (0.52 + 0.05 * i)  # warm vs cool
+    hue = (0.95, 0.02, 0.09, 0.16)[i % 4] if positive else (0.45, 0.55, 0.64, 0.74)[i % 4]  # warm vs cool
     rgb = tuple(255 * v for v in colorsys.hsv_to_rgb(hue, 0.85, 0.95))
     freq = 300.0 * 2 ** (classes.index(name) / 2)  # half-octave steps
     return rgb, TEXTURES[i % len(TEXTURES)], freq
@@ -88,7 +88,7 @@ def texture(kind: str, size: int) -> np.ndarray:
 
 def _render(rng, cls_rgb, cls_tex, n_frames, width, height, seg_of_frame, keys, box, noise):
     x0, y0, side = box
-    base = np.array([rng.uniform(40, 200) for _ in range(3)], dtype=np.float32)
+    base = rng.uniform(70, 170) + rng.uniform(-15, 15, 3).astype(np.float32)  # greyish, lightly tinted
     grad = np.linspace(-30, 30, width, dtype=np.float32)[None, :, None]
     background = np.clip(base + grad + np.zeros((height, 1, 1), np.float32), 0, 255)
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-3, 3), rng.uniform(-3, 3),

@@ -250,11 +250,26 @@ def train_fn(config: dict) -> dict:
     if run_id is None:
         params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type,
                        "pixel_normalization": (model.module if hasattr(model, "module") else model).pixel_normalization}
-        tracker.start(params_flat, run_tags(cfg))
+        tags = run_tags(cfg)
+        if config.get("ray"):
+            import ray
+
+            tags["ray_node_id"] = ray.get_runtime_context().get_node_id()
+        tracker.start(params_flat, tags)
     if finished is not None:
         log("this run already finished; nothing to train")
         return finished
+    try:
+        return _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device,
+                               amp, start_epoch, history, best, best_weights, tracker, out_dir, log)
+    except BaseException:
+        tracker.finish("FAILED")  # a retry or resume continues in a new MLflow run
+        raise
 
+
+def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device, amp,
+                    start_epoch, history, best, best_weights, tracker, out_dir, log):
+    rank, world, classes = session.rank, session.world_size, cfg.data.classes
     for epoch in range(start_epoch, cfg.optim.epochs):
         t0 = time.time()
         if epoch == cfg.run.fail_at_epoch and not (out_dir / ".failure_injected").exists():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import Config
 from .loop import train_fn
-from .tracking import default_tracking_uri
+from .tracking import default_tracking_uri, ensure_experiment
 
 
 def resolve_paths(cfg: Config) -> Config:
@@ -66,4 +66,6 @@ def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
+    cfg = resolve_paths(cfg)
+    ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
     return make_trainer(cfg, workers, gpus, cpus_per_worker, max_failures).fit()

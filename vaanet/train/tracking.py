@@ -22,6 +22,15 @@ def default_tracking_uri(folder: str | Path = ".") -> str:
     return f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
 
 
+def ensure_experiment(uri: str | None, experiment: str) -> str:
+    """Create the tracking store and the experiment once, in the driver, before parallel trials race to."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    return exp.experiment_id if exp else client.create_experiment(experiment)
+
+
 def code_version() -> str:
     root = Path(vaanet.__file__).resolve().parent.parent
     try:
@@ -62,10 +71,11 @@ class Tracker:
                f"metrics are still written to {self.out_dir}")
         print("!" * 100 + "\n" + msg + "\n" + "!" * 100, file=sys.stderr, flush=True)
 
-    def _try(self, fn, *args, **kwargs) -> None:
+    def _try(self, method: str, *args, **kwargs) -> None:
+        """Call ``MlflowClient.<method>`` unless tracking is off or lost; a failure loses tracking."""
         if self.active:
             try:
-                fn(*args, **kwargs)
+                getattr(self.client, method)(*args, **kwargs)
             except Exception as e:  # noqa: BLE001
                 self._lose(e)
 
@@ -75,8 +85,8 @@ class Tracker:
         params = [Param(k, str(v)[:6000]) for k, v in params.items()]
         tags = [RunTag(k, str(v)) for k, v in tags.items()]
         for i in range(0, len(params), 100):
-            self._try(self.client.log_batch, self.run_id, params=params[i:i + 100])
-        self._try(self.client.log_batch, self.run_id, tags=tags)
+            self._try("log_batch", self.run_id, params=params[i:i + 100])
+        self._try("log_batch", self.run_id, tags=tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -87,13 +97,13 @@ class Tracker:
         ts = int(time.time() * 1000)
         batch = [Metric(k, v, ts, step or 0) for k, v in finite.items()]
         for i in range(0, len(batch), 200):
-            self._try(self.client.log_batch, self.run_id, metrics=batch[i:i + 200])
+            self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
 
     def log_final(self, metrics: dict, artifacts: list[Path]) -> None:
         (self.out_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         for path in artifacts:
-            self._try(self.client.log_artifact, self.run_id, str(path))
+            self._try("log_artifact", self.run_id, str(path))
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._try(self.client.set_terminated, self.run_id, status)
+        self._try("set_terminated", self.run_id, status)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..config import Config, load_config, with_overrides
 from ..train.ray_train import make_trainer, resolve_paths
+from ..train.tracking import ensure_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -51,7 +52,7 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
     p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial (shared by its workers)")
     p.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray Train worker")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: what the cluster fits)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (Tune) and of its workers (Train)")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     p.add_argument("--experiment", default=None, help="MLflow experiment and Tune run name (default: <study>-<dataset>)")
@@ -103,16 +104,25 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
         return cache, [official], truth
     files = sorted(split_dir.glob("split_*.csv"))
     if len(files) < n_splits:
-        make_splits(load_index(cache), split_dir, n=max(n_splits, 10 if dataset == "ve8" else n_splits), seed=0)
+        make_splits(load_index(cache), split_dir, n=max(n_splits, 10 if dataset == "ve8" else n_splits), seed=0,
+                    val_fraction=0.2 if dataset == "synth" else 0.1)
         files = sorted(split_dir.glob("split_*.csv"))
     return cache, files[:n_splits], truth
 
 
 # ---- the trial ---------------------------------------------------------------------------------------
 def trial(config: dict) -> None:
-    """One Tune trial = one Ray Train run of one configuration."""
+    """One Tune trial = one Ray Train run of one configuration. ``config["point"]`` is a grid point; a
+    search algorithm instead samples ``config["search"]`` (overrides), turned into a point here."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    if "search" in config:
+        from ray import tune
+
+        overrides = {k.replace("__", "."): v for k, v in config["search"].items()}
+        name = f"search_{tune.get_context().get_trial_id()}"
+        config = {**config, "point": {"overrides": {**config["fixed"], **overrides, "run.name": name},
+                                      "tags": {**config["tags"], "row": name}}}
     cfg = Config.from_dict(config["base"])
     cfg = with_overrides(cfg, config["point"]["overrides"])
     cfg = replace(cfg, run=replace(cfg.run, tags={**cfg.run.tags, **config["point"]["tags"]}))
@@ -176,7 +186,14 @@ def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def main(study: Study, description: str) -> None:
+    """Entry point of the experiment scripts: exit status 1 when any trial failed or is missing."""
+    frame = run_study(study, study_parser(description).parse_args())
+    sys.exit(int((frame["status"] != "ok").any()))
+
+
 def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
+    """Run (or resume, or just report) the study; returns one row per trial with its status."""
     import ray
     from ray import tune
 
@@ -195,16 +212,22 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     base = resolve_paths(replace(base, data=replace(data, split=str(split_files[0])),
                                  optim=replace(base.optim, epochs=epochs), run=run))
     points = _points(study, args.dataset, split_files, seeds, experiment)
+    ensure_experiment(base.run.mlflow_uri, experiment)
 
     if not ray.is_initialized():
         ray.init(address=args.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True, logging_level="WARNING")
-    per_trial_cpu = args.workers_per_trial * args.cpus_per_worker + 0.01
-    concurrent = _concurrency(args, per_trial_cpu)
+    concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
     resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker,
-                     max_failures=1)
-    trainable = tune.with_resources(trial, {"CPU": 0.01})  # the trial driver only waits on its TorchTrainer
+                     max_failures=args.max_failures)
+    # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. It asks for 1 MB
+    # of memory and no CPU: a CPU share per driver would fragment the nodes so that no Train worker fits
+    # (on 2 CPUs, two trials holding 0.01 each leave no whole CPU: every trial waits forever).
+    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 1e6})
     path = output / experiment / "tune"
     path.parent.mkdir(parents=True, exist_ok=True)
+    search = getattr(args, "search", None)
+    if search == "optuna" and not tune.Tuner.can_restore(str(path)):
+        return _run_search(study, args, base, split_files, trainable, resources, concurrent, experiment, output, start)
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
         previous = tuner.get_results()
@@ -244,7 +267,48 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}",
               file=sys.stderr)
     _write_reports(experiment, args, report_dir)
-    return table
+    return frame
+
+
+def _run_search(study, args, base, split_files, trainable, resources, concurrent, experiment, output, start):
+    """Optuna TPE over lambda and learning rate with ASHA early stopping, selecting on validation
+    accuracy only (the test metrics are recorded, never used to choose)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
+    fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": int(str(args.seeds).split(",")[0])}
+    tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment}
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"base": base.to_dict(), "resources": resources, "fixed": fixed, "tags": tags, "search": space},
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(metric="val_acc", mode="max", seed=int(str(args.seeds).split(",")[0])),
+            scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2,
+                                    max_t=max(base.optim.epochs, 1) + 1),
+            metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name="tune", storage_path=str(output / experiment), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=args.max_failures)),
+    )
+    results = tuner.fit()
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        rows.append({"trial": r.path.split("/")[-1] if r.path else "", "lambda": r.config["search"]["optim__lam"],
+                     "lr": r.config["search"]["optim__lr"], "best_val_acc": m.get("best_val_acc", m.get("val_acc")),
+                     "epochs_run": m.get("training_iteration"), "test_acc": m.get("test_acc"),
+                     "status": "error" if r.error else "ok"})
+    frame = pd.DataFrame(rows).sort_values("best_val_acc", ascending=False)
+    best = frame.iloc[0]
+    print(f"\nOptuna TPE + ASHA over lambda and lr on {args.dataset} ({len(frame)} trials, selected on validation "
+          f"accuracy)  [{time.time() - start:.0f} s]")
+    print(frame.to_string(index=False))
+    print(f"selected: lambda {best['lambda']:.3f}, lr {best['lr']:.2e} (val acc {best['best_val_acc']:.3f})")
+    report_dir = Path("reports") / experiment
+    report_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(report_dir / "search.csv", index=False)
+    return frame
 
 
 def _write_reports(experiment: str, args, report_dir: Path) -> None:

@@ -1,0 +1,97 @@
+"""Studies through Ray Tune: a local study with a failed trial, refused rerun, resume and a no-op rerun;
+a real two-node Ray cluster on this machine; the cluster launcher config against Ray's schema."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "model.frames=4", "--set", "model.crop_size=32",
+        "--set", "data.audio_frames=8", "--set", "optim.batch_size=4", "--set", "model.attention_style=reference",
+        "--set", "run.threads=1"]
+
+
+def _study(script, synth_root, synth_cache, tmp_path, *extra, env=None, timeout=420):
+    args = [sys.executable, str(REPO / "experiments" / script), "--dataset", "synth", "--data-root", str(synth_root),
+            "--cache", str(synth_cache), "--splits", "2", "--epochs", "1", "--mlflow-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}", "--output", str(tmp_path / "runs"), *TINY, *extra]
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", **(env or {})}
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _runs(tmp_path, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_cluster_config_matches_the_launcher_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    assert config["head_node_type"] in config["available_node_types"]
+    starts = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in starts and "RAY_AUTH_MODE=disabled" not in yaml.safe_dump(config)
+
+
+def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, tmp_path):
+    # every trial fails once at its first epoch, and no retries are allowed: the study is left unfinished
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
+               "--set", "run.fail_at_epoch=0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "2 trials failed or are missing" in r.stderr
+    # rerunning without --resume refuses to touch it
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
+               "--set", "run.fail_at_epoch=0")
+    assert r.returncode != 0 and "pass --resume" in r.stdout + r.stderr
+    # --resume (Tuner.restore) retries the errored trials; the injected failure does not recur
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
+               "--set", "run.fail_at_epoch=0", "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming study main_comparison-synth: 0/2" in r.stdout
+    table_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
+    assert table_line.split()[1] == "2"  # n = 2 splits
+    runs = _runs(tmp_path, "main_comparison-synth")
+    finished = [x for x in runs if x.info.status == "FINISHED"]
+    assert len(finished) == 2 and {x.data.tags["split"] for x in finished} == {"split_00", "split_01"}
+    assert all(x.data.tags["study"] == "main_comparison" and x.data.tags["table"] == "1" for x in finished)
+    assert all(x.info.status == "FAILED" for x in runs if x not in finished)
+    assert (tmp_path / "reports" / "main_comparison-synth" / "trials.csv").exists()
+    # a finished study does no training
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path)
+    assert r.returncode == 0 and "nothing to train" in r.stdout
+    assert len(_runs(tmp_path, "main_comparison-synth")) == len(runs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp_path):
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats",
+            f"--temp-dir={tmp_path / 'ray'}"]
+    try:
+        subprocess.run(head, check=True, capture_output=True, text=True, env=env, timeout=120)
+        subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                        "--num-cpus=1", "--disable-usage-stats"], check=True, capture_output=True, text=True,
+                       env=env, timeout=120)
+        r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--address", f"127.0.0.1:{port}", env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        runs = [x for x in _runs(tmp_path, "main_comparison-synth") if x.info.status == "FINISHED"]
+        assert len(runs) == 2
+        assert len({x.data.tags["ray_node_id"] for x in runs}) == 2  # one trial's worker on each node
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
