@@ -1,6 +1,7 @@
 """Studies through Ray Tune: a local study with a failed trial, refused rerun, resume and a no-op rerun;
 a real two-node Ray cluster on this machine; the cluster launcher config against Ray's schema."""
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -79,10 +80,10 @@ def _free_port() -> int:
 def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    # token authentication on, as on a real cluster: every node and the driver share one token
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats",
-            f"--temp-dir={tmp_path / 'ray'}"]
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"]
     try:
         subprocess.run(head, check=True, capture_output=True, text=True, env=env, timeout=120)
         subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
