@@ -64,7 +64,8 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     assert len(finished) == 2 and {x.data.tags["split"] for x in finished} == {"split_00", "split_01"}
     assert all(x.data.tags["study"] == "main_comparison" and x.data.tags["table"] == "1" for x in finished)
     assert all(x.info.status == "FAILED" for x in runs if x not in finished)
-    assert (tmp_path / "reports" / "main_comparison-synth" / "trials.csv").exists()
+    reports = tmp_path / "reports" / "main_comparison-synth"
+    assert (reports / "trials.csv").exists() and "VAANet (this run)" in (reports / "table1_synth.md").read_text()
     # a finished study does no training
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path)
     assert r.returncode == 0 and "nothing to train" in r.stdout

@@ -45,9 +45,8 @@ def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
     return model.eval(), cfg, ckpt
 
 
-def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None) -> dict:
-    model, cfg, ckpt = load_checkpoint(checkpoint)
-    video = Path(video)
+def _infer(model, cfg: Config, ckpt: dict, video: Path):
+    """Decode one video exactly as training did (prepare + evaluation sampling) and run the model."""
     if not video.is_file():
         raise FileNotFoundError(f"video {video} not found")
     prep = ckpt.get("prepare") or {}
@@ -61,13 +60,39 @@ def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path 
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"cannot read {video} as a video ({type(e).__name__}: {e}); is it a complete video file?") from e
         pd.DataFrame([row], columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
-        (tmp / MANIFEST_FILE).write_text(json.dumps({**{k: v for k, v in vars(pc).items() if k != "workers"}}))
+        (tmp / MANIFEST_FILE).write_text(json.dumps({k: v for k, v in vars(pc).items() if k != "workers"}))
         split = pd.DataFrame({"video_id": ["video"], "label": [0], "class_name": [classes[0]], "subset": ["test"]})
         item = VideoEmotionDataset(tmp, split, "test", replace(cfg.sampling, temporal_views=1, spatial_views=1),
                                    visual=cfg.model.visual, audio=cfg.model.audio)[0]
     with torch.no_grad():
         out = model(item["visual"][None] if "visual" in item else None, item["audio"][None] if "audio" in item else None)
-    probs = torch.softmax(out.logits[0], 0).numpy()
+    return torch.softmax(out.logits[0], 0).numpy(), item, out
+
+
+def _figure_row(cfg: Config, item: dict, out, label: str) -> dict:
+    k = cfg.model.frames
+    return dict(frames=item["visual"][:, :, k // 2].permute(0, 2, 3, 1).numpy(),  # centre frame of each snippet
+                spatial=out.spatial[0].numpy() if out.spatial is not None else None,
+                temporal=out.temporal[0].numpy() if out.temporal is not None else None, label=label)
+
+
+def attention_rows(checkpoint: str | Path, videos) -> list[dict]:
+    """One figure row (frames, spatial and temporal attention, label) per video."""
+    model, cfg, ckpt = load_checkpoint(checkpoint)
+    if not cfg.model.visual:
+        raise ValueError(f"{checkpoint} is an audio-only model ({cfg.model.preset}): it has no spatial attention to draw")
+    rows = []
+    for video in videos:
+        probs, item, out = _infer(model, cfg, ckpt, Path(video))
+        rows.append(_figure_row(cfg, item, out, f"{Path(video).stem}: {cfg.data.classes[int(probs.argmax())]}"))
+    return rows
+
+
+def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None) -> dict:
+    model, cfg, ckpt = load_checkpoint(checkpoint)
+    video = Path(video)
+    probs, item, out = _infer(model, cfg, ckpt, video)
+    classes = cfg.data.classes
     pol = polarity_vector(classes).numpy()
     result = {
         "probabilities": {c: float(p) for c, p in zip(classes, probs)},
@@ -76,13 +101,8 @@ def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path 
         "p_positive": float(probs[pol == 1].sum()),
     }
     if figure is not None and "visual" in item:
-        k = cfg.model.frames
-        frames = item["visual"][:, :, k // 2].permute(0, 2, 3, 1).numpy()  # centre frame of each snippet
-        spatial = out.spatial[0].numpy() if out.spatial is not None else None
-        temporal = out.temporal[0].numpy() if out.temporal is not None else None
         label = f"{result['prediction']} ({probs.max():.2f}, {result['polarity']})"
-        result["figure"] = str(attention_figure([dict(frames=frames, spatial=spatial, temporal=temporal, label=label)],
-                                                figure, title=video.name))
+        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, label)], figure, title=video.name))
     return result
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -180,6 +182,7 @@ def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
         cells = {"row": name, "n": len(part), "missing": int((frame["row"] == name).sum() - len(part))}
         for c in cols:
             vals = part[c].astype(float) * 100 if c in part else pd.Series(dtype=float)
+            vals = vals.dropna()
             cells[c.removeprefix("test_")] = (f"{vals.mean():.1f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.1f}"
                                               if len(vals) else "—")
         out.append(cells)

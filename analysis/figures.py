@@ -1,0 +1,118 @@
+"""Figures from runs (lambda sweep, per-class bars, confusion matrices, attention vs truth) and from a
+checkpoint (the paper's Figure 3 for several videos)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def lambda_figure(runs: pd.DataFrame, path: Path) -> Path:
+    plt = _plt()
+    ok = runs[runs["status"] == "FINISHED"].dropna(subset=["lam"])
+    g = ok.groupby("lam")["test_acc"].agg(["mean", "std", "count"]).reset_index()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.errorbar(g["lam"], g["mean"] * 100, yerr=g["std"].fillna(0) * 100, marker="o", capsize=3)
+    ax.set_xlabel("PCCE λ (0 = cross-entropy)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs λ (mean ± std over splits)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], path: Path) -> Path:
+    plt = _plt()
+    ok = runs[runs["status"] == "FINISHED"]
+    presets = [p for p in order if p in set(ok["preset"])]
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 3.2))
+    width = 0.8 / max(len(presets), 1)
+    for i, p in enumerate(presets):
+        part = ok[ok["preset"] == p]
+        means = [part[f"test_acc_{c}"].mean() * 100 if f"test_acc_{c}" in part else np.nan for c in classes]
+        ax.bar(np.arange(len(classes)) + i * width, means, width, label=p)
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=30, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path) -> list[Path]:
+    """Summed test confusion matrix per preset, from the runs' confusion_matrix.csv artifacts."""
+    import mlflow
+
+    plt = _plt()
+    paths = []
+    ok = runs[runs["status"] == "FINISHED"]
+    for preset, part in ok.groupby("preset"):
+        total = None
+        for run_id in part["run_id"]:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="confusion_matrix.csv",
+                                                            tracking_uri=uri)
+            except Exception:  # noqa: BLE001 - a run without the artifact is skipped
+                continue
+            m = pd.read_csv(local, index_col=0)
+            total = m if total is None else total + m
+        if total is None:
+            continue
+        fig, ax = plt.subplots(figsize=(1 + 0.55 * len(total), 1 + 0.55 * len(total)))
+        ax.imshow(total.values, cmap="Blues")
+        ax.set_xticks(range(len(total)), total.columns, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(total)), total.index, fontsize=7)
+        for (i, j), v in np.ndenumerate(total.values):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+        ax.set_title(f"{preset}: summed over {len(part)} runs", fontsize=8)
+        fig.tight_layout()
+        path = out / f"confusion_{preset.replace('+', '-')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def attention_truth_figure(runs: pd.DataFrame, order: list[str], path: Path) -> Path | None:
+    plt = _plt()
+    ok = runs[runs["status"] == "FINISHED"]
+    if "test_temporal_on_key" not in ok:
+        return None
+    presets = [p for p in order if p in set(ok["preset"])]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, (metric, chance, title) in zip(axes, [
+            ("test_temporal_on_key", "test_temporal_on_key_uniform", "temporal attention on key segments"),
+            ("test_spatial_in_box", "test_spatial_in_box_uniform", "spatial attention inside the evidence box")]):
+        means = [ok.loc[ok["preset"] == p, metric].mean() * 100 for p in presets]
+        chances = [ok.loc[ok["preset"] == p, chance].mean() * 100 for p in presets]
+        x = np.arange(len(presets))
+        ax.bar(x - 0.2, means, 0.4, label="learned")
+        ax.bar(x + 0.2, chances, 0.4, label="uniform", color="lightgrey")
+        ax.set_xticks(x, presets, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("share (%)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def figure3(checkpoint: str | Path, videos: list[str | Path], path: str | Path) -> Path:
+    """The paper's Figure 3 for several videos: frames with spatial heat maps and temporal colour bars."""
+    from vaanet.figures import attention_figure
+    from vaanet.predict import attention_rows
+
+    return attention_figure(attention_rows(checkpoint, videos), path, title=f"attention of {Path(checkpoint).name}")

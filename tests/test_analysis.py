@@ -1,0 +1,110 @@
+"""MLflow runs with known metrics -> exactly the expected table cells, bolding, p-values and warnings."""
+import re
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.report import main as report_main
+from analysis.report import write_reports
+from analysis.runs import load_runs
+from analysis.tables import ablation_table, loss_table, to_latex, to_markdown
+from vaanet.losses import VE8_CLASSES
+
+PRESETS = ["AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT"]
+ACC = {"AT": [0.40, 0.42, 0.41], "VS": [0.50, 0.53, 0.52], "VS+VCW": [0.51, 0.55, 0.52],
+       "VS+VCW+VT": [0.53, 0.56, 0.54], "VS+VCW+VT+AT": [0.55, 0.57, None]}  # None: that run failed
+
+
+def _log(client, exp_id, tags, metrics, status="FINISHED"):
+    from mlflow.entities import Metric, RunTag
+
+    run = client.create_run(exp_id)
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id, status)
+
+
+@pytest.fixture
+def store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("ablation-ve8")
+    for preset, accs in ACC.items():
+        for split, acc in enumerate(accs):
+            tags = dict(study="ablation", table="3", dataset="ve8", preset=preset, loss="pcce", lam="0.5",
+                        split=f"split_{split:02d}", seed="0")
+            if acc is None:
+                _log(client, exp, tags, {}, status="FAILED")
+                continue
+            per_class = {f"test_acc_{c}": acc + 0.01 * i for i, c in enumerate(VE8_CLASSES)}
+            _log(client, exp, tags, {"test_acc": acc, "test_mean_class_acc": acc - 0.02, **per_class})
+    exp5 = client.create_experiment("loss-ve8")
+    for preset in ["VS+VCW+VT", "VS+VCW+VT+AT"]:
+        for loss, accs in (("ce", [0.50, 0.52, 0.49]), ("pcce", [0.53, 0.56, 0.50])):
+            for split, acc in enumerate(accs):
+                _log(client, exp5, dict(study="loss_comparison", dataset="ve8", preset=preset, loss=loss,
+                                        split=f"split_{split:02d}", seed="0"), {"test_acc": acc})
+    return uri
+
+
+def test_ablation_cells_bold_pvalues_and_missing(store):
+    runs = load_runs("ablation-ve8", store)
+    assert len(runs) == 15 and (runs["status"] == "FAILED").sum() == 1
+    table = ablation_table(runs, "ve8", list(VE8_CLASSES))
+    assert [r["label"] for r in table.rows] == PRESETS
+    vs = table.rows[1]["cells"]["Accuracy"]
+    assert vs[0] == pytest.approx(np.mean([50, 53, 52])) and vs[1] == pytest.approx(np.std([50, 53, 52], ddof=1))
+    assert vs[2] == 3
+    p = stats.ttest_rel([0.50, 0.53, 0.52], [0.40, 0.42, 0.41]).pvalue
+    assert table.rows[1]["cells"]["p vs previous"] == pytest.approx(p)
+    full = table.rows[4]
+    assert full["cells"]["Accuracy"][2] == 2 and full["missing"] == ["split_02/seed 0"]
+    md = to_markdown(table, compare_paper=True)
+    assert "**56.0 ± 1.4**" in md  # best accuracy (VS+VCW+VT+AT, 2 runs) in bold
+    assert "missing: split_02/seed 0" in md
+    assert f"{np.mean([50, 53, 52]) - 51.7:+.1f}" in md.split("| VS |")[1].split("\n")[0]
+
+
+def test_latex_is_a_well_formed_booktabs_tabular(store):
+    table = ablation_table(load_runs("ablation-ve8", store), "ve8", list(VE8_CLASSES))
+    tex = to_latex(table)
+    spec = re.search(r"\\begin\{tabular\}\{([lc]+)\}", tex).group(1)
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
+    assert len(spec) == 1 + 8 + 3 + 1
+    for line in [header] + body:
+        assert line.endswith(r"\\") and line.count("&") == len(spec) - 1
+    assert r"\textbf{56.0 $\pm$ 1.4}" in tex and "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex
+    assert tex.count(r"\begin{") == tex.count(r"\end{")
+
+
+def test_loss_table_paired_test(store):
+    table = loss_table(load_runs("loss-ve8", store))
+    assert [r["label"] for r in table.rows] == [("VS+VCW+VT", "CE"), ("VS+VCW+VT", "PCCE"),
+                                                ("VS+VCW+VT+AT", "CE"), ("VS+VCW+VT+AT", "PCCE")]
+    p = stats.ttest_rel([0.53, 0.56, 0.50], [0.50, 0.52, 0.49]).pvalue
+    assert table.rows[1]["cells"]["p VE8"] == pytest.approx(p)
+    assert table.rows[1]["paper"]["VE8"] == 53.6
+
+
+def test_report_files_and_cli(store, tmp_path, capsys):
+    with pytest.warns(UserWarning, match="missing runs"):
+        written = write_reports(["ablation-ve8", "loss-ve8"], store, tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"table3_ve8.tex", "table3_ve8.md", "table5.tex", "table5.md", "per_class_ve8.png"} <= names
+    assert report_main(["--experiment", "nope", "--mlflow-uri", store]) == 2
+    assert "no MLflow experiment named ['nope']" in capsys.readouterr().err
+
+
+def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp_path):
+    from analysis.figure3 import main as figure3_main
+
+    _, _, ref_tmp = reference_run
+    videos = [str(p) for p in sorted(synth_root.glob("*/*.mp4"))[:3]]
+    out = tmp_path / "figure3.png"
+    assert figure3_main(videos + ["--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10000
+    assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
