@@ -149,6 +149,8 @@ def attention_truth_table(runs: pd.DataFrame) -> Table | None:
     rows = []
     for preset in [p for p in ABLATION_ORDER + ["V", "V+A"] if p in set(ok["preset"])]:
         part = ok[ok["preset"] == preset]
+        if part.get("test_temporal_on_key", pd.Series(dtype=float)).isna().all():
+            continue  # no visual stream (AT): nothing to score
         cells = {"Temporal on key": summarize(part.get("test_temporal_on_key", [])),
                  "(uniform)": summarize(part.get("test_temporal_on_key_uniform", [])),
                  "Spatial in box": summarize(part.get("test_spatial_in_box", [])),
@@ -202,7 +204,7 @@ def to_markdown(table: Table, compare_paper: bool = False) -> str:
         if r["missing"]:
             n += f" (missing: {', '.join(r['missing'])})"
         lines.append("| " + " | ".join(label + cells + [n]) + " |")
-    if compare_paper:
+    if compare_paper and any(v is not None for r in table.rows for v in r["paper"].values()):
         lines += ["", "(±x.x) after a cell: difference to the paper's number."]
     lines += [""] + [f"_{n}_" for n in table.notes]
     return "\n".join(lines) + "\n"

@@ -68,6 +68,14 @@ def _predict(a):
     print(format_result(predict_video(a.video, a.checkpoint, figure)))
 
 
+def _estimate(a):
+    from .config import load_config
+    from .estimate import report
+
+    cfg = load_config(a.config, a.set)
+    print(report(cfg.model, a.epochs or cfg.optim.epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.synth import SynthConfig
 
@@ -126,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, help="best_model.pt of a training run, or its folder")
     s.add_argument("--figure", default=None, help="where to write the attention figure (PNG)")
     s.set_defaults(func=_predict)
+
+    s = sub.add_parser("estimate", help="FLOPs, activation memory, largest micro-batch and GPU-hours of a config")
+    s.add_argument("--config", required=True, help="YAML config (see configs/)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    s.add_argument("--gpu-memory", type=float, default=80.0, help="GPU memory in GB (default 80)")
+    s.add_argument("--tflops", type=float, default=100.0,
+                   help="sustained training throughput in TFLOP/s assumed for the GPU-hours (default 100)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's)")
+    s.set_defaults(func=_estimate)
     return p
 
 

@@ -72,6 +72,7 @@ class RunConfig:
     mlflow_uri: str | None = None  # None: sqlite:///mlflow.db in the working folder
     experiment: str = "vaanet"
     bf16: bool = True  # autocast on CUDA only
+    compile: bool = False  # torch.compile the backbone (falls back to eager where it cannot compile)
     threads: int = 0  # torch CPU threads per worker; 0 = torch's default
     fail_at_epoch: int = -1  # fault injection for tests: raise once at this epoch
     tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis

@@ -17,6 +17,7 @@ scale as the style's attention) and its parameters are not created.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -66,6 +67,9 @@ class ModelConfig:
     attention_style: str = "paper"
     reference_channels: int = 512  # reference style: 1x1 reduction n -> this (scaled by width)
     freeze_backbone: bool = False
+    # memory switches (see docs/performance.md)
+    checkpoint_segments: bool = False  # recompute each segment's backbone activations in backward
+    channels_last: bool = False  # channels_last_3d memory format for the 3D convolutions
     # local weight files; pixel normalisation follows the visual weights unless set
     visual_weights: str | None = None
     audio_weights: str | None = None
@@ -113,6 +117,21 @@ class ModelConfig:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         return replace(self, **PRESETS[preset])
+
+
+@contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def feature_size(crop_size: int, no_max_pool: bool = False) -> int:
@@ -184,6 +203,8 @@ class VAANet(nn.Module):
 
         if cfg.freeze_backbone and cfg.visual:
             self.backbone.requires_grad_(False)
+        if cfg.channels_last and cfg.visual:
+            self.backbone.to(memory_format=torch.channels_last_3d)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -197,11 +218,34 @@ class VAANet(nn.Module):
         B, t = visual.shape[:2]
         x = visual.flatten(0, 1).float()  # [B*t, 3, k, S, S]
         x = (x * self.pixel_scale - self.pixel_mean) / self.pixel_std
-        fmap = self.backbone.features(x).mean(dim=2)  # super-frame [B*t, n, h, w]
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.cfg.checkpoint_segments and torch.is_grad_enabled():
+            fmap = self._checkpointed_features(x.view(B, t, *x.shape[1:])).mean(dim=2)
+        else:
+            fmap = self.backbone.features(x).mean(dim=2)  # super-frame [B*t, n, h, w]
         fmap = fmap.flatten(2)  # [B*t, n, m]
         if self.cfg.attention_style == "reference":
             fmap = self.reduce(fmap)
         return fmap.transpose(1, 2).reshape(B, t, fmap.shape[2], fmap.shape[1])
+
+    def _checkpointed_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-segment activation checkpointing: only each segment's input is kept; its backbone
+        activations are recomputed in backward, one segment at a time. x: [B, t, 3, k, S, S].
+
+        The recomputation runs with BatchNorm momentum 0, so running statistics are updated once, not
+        twice. In training mode BatchNorm normalises each segment's B clips together (rather than all
+        B*t clips), like a smaller batch would; in eval mode (or with a frozen backbone) the result is
+        identical to the plain computation.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        outs = [checkpoint(self.backbone.features, x[:, i], use_reentrant=False, context_fn=self._recompute_context)
+                for i in range(x.shape[1])]
+        return torch.stack(outs, dim=1).flatten(0, 1)  # [B*t, n, k', h, w]
+
+    def _recompute_context(self):
+        return nullcontext(), _frozen_bn_stats(self.backbone)
 
     def visual_stream(self, visual: torch.Tensor):
         F = self.visual_features(visual)  # [B, t, m, n]

@@ -165,6 +165,20 @@ def _progress(iterable, total, enabled):
     return tqdm(iterable, total=total, leave=False, unit="step")
 
 
+def _compile(model, log):
+    """torch.compile the visual backbone; any graph that cannot be compiled runs eagerly instead."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # fall back to eager per graph, never fail the run
+        if hasattr(model, "backbone"):
+            model.backbone.features = torch.compile(model.backbone.features)
+        log("torch.compile: backbone compiled (falls back to eager where it cannot)")
+    except Exception as e:  # noqa: BLE001
+        log(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+    return model
+
+
 def _state_dict(model) -> dict:
     m = model.module if hasattr(model, "module") else model
     return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
@@ -230,6 +244,8 @@ def train_fn(config: dict) -> dict:
     classes = cfg.data.classes
     criterion = PCCELoss(classes, lam=cfg.optim.effective_lambda).to(device)
     loaders, train_sampler, accumulate = _loaders(cfg, rank, world, pin=cuda)
+    if cfg.run.compile:
+        model = _compile(model, log)
     model = session.wrap(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

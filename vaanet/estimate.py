@@ -1,0 +1,112 @@
+"""``vaanet estimate --config FILE``: what a configuration costs before you run it.
+
+For one config and a GPU memory size it prints FLOPs per video, the activation memory kept for backward
+per video with and without per-segment checkpointing (measured by recording the tensors autograd saves
+during a forward pass on PyTorch's meta device: exact sizes, no memory, no compute), the largest
+micro-batch that fits, and the GPU-hours to reproduce each of the paper's Tables 1-5 at a stated
+sustained throughput (runs x epochs x videos x FLOPs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .models.complexity import count_complexity
+from .models.vaanet import ModelConfig, VAANet
+
+# Data set sizes (paper) and the runs behind each table (VE-8: 10 splits; E-6: 1 official split).
+VIDEOS = {"ve8": 1101, "e6": 1637}
+TRAIN_SHARE = {"ve8": 2 / 3, "e6": 819 / 1637}
+TABLE_RUNS = {  # table -> [(dataset, number of runs)]
+    "Table 1 (VE-8, full model)": [("ve8", 10)],
+    "Table 2 (E-6, full model)": [("e6", 1)],
+    "Table 3 (VE-8, 5 attention presets)": [("ve8", 5 * 10)],
+    "Table 4 (E-6, 5 attention presets)": [("e6", 5 * 1)],
+    "Table 5 (CE vs PCCE, 2 presets, both sets)": [("ve8", 4 * 10), ("e6", 4 * 1)],
+}
+# Distinct runs: Table 3 contains Table 1's runs, Table 4 Table 2's; Table 5's PCCE rows are in Tables 3/4.
+DISTINCT = [("ve8", 5 * 10 + 2 * 10), ("e6", 5 * 1 + 2 * 1)]
+
+
+@dataclass
+class Estimate:
+    gflops_forward: float  # per video
+    params: int
+    activations_plain: float  # bytes kept for backward per video
+    activations_checkpointed: float  # bytes kept per video + one segment's recomputed activations
+    static_bytes: float  # weights + gradients + Adam state (fp32)
+
+
+def _saved_bytes(cfg: ModelConfig, batch: int, audio_frames: int) -> float:
+    """Bytes of the tensors autograd saves for backward in one training forward pass (meta device)."""
+    total = 0
+    seen = set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.data_ptr() if t.device.type != "meta" else id(t))
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.device("meta"):
+        model = VAANet(replace(cfg, visual_weights=None, audio_weights=None)).train()
+        visual = torch.empty(batch, cfg.segments, 3, cfg.frames, cfg.crop_size, cfg.crop_size) if cfg.visual else None
+        audio = torch.empty(batch, cfg.segments, 1, audio_frames, 32) if cfg.audio else None
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(visual, audio)
+    return float(total)
+
+
+def estimate(cfg: ModelConfig, audio_frames: int = 256) -> Estimate:
+    c = count_complexity(cfg, audio_frames=audio_frames)
+    plain = _saved_bytes(replace(cfg, checkpoint_segments=False), 1, audio_frames)
+    ckpt = _saved_bytes(replace(cfg, checkpoint_segments=True), 1, audio_frames)
+    one_segment = 0.0
+    if cfg.visual:  # the backbone activations of one segment, alive while it is recomputed
+        seg = replace(cfg, segments=1, audio=False, audio_attention=False, checkpoint_segments=False,
+                      spatial_attention=False, channel_attention=False, temporal_attention=False)
+        one_segment = _saved_bytes(seg, 1, audio_frames)
+    return Estimate(c.gflops, c.params, plain, ckpt + one_segment, 16.0 * c.trainable_params)
+
+
+def largest_micro_batch(per_video: float, static: float, gpu_bytes: float, reserve: float = 0.15) -> int:
+    """Videos per forward pass that fit, keeping ``reserve`` of the memory for the allocator and workspace."""
+    return max(0, int((gpu_bytes * (1 - reserve) - static) // per_video))
+
+
+def gpu_hours(gflops_forward: float, epochs: int, sustained_tflops: float) -> dict[str, float]:
+    """GPU-hours per table: training = 3x forward FLOPs on the train videos, plus one forward pass over
+    the held-out videos (validation every epoch, test once) ~ 1/3 of the videos per epoch."""
+    def hours(dataset: str, runs: int) -> float:
+        n = VIDEOS[dataset]
+        per_epoch = 3 * n * TRAIN_SHARE[dataset] + n * (1 - TRAIN_SHARE[dataset])
+        return runs * epochs * per_epoch * gflops_forward * 1e9 / (sustained_tflops * 1e12) / 3600
+
+    out = {table: sum(hours(d, r) for d, r in runs) for table, runs in TABLE_RUNS.items()}
+    out["all tables (distinct runs)"] = sum(hours(d, r) for d, r in DISTINCT)
+    return out
+
+
+def report(cfg: ModelConfig, epochs: int, gpu_gb: float, sustained_tflops: float, audio_frames: int = 256) -> str:
+    e = estimate(cfg, audio_frames)
+    gib = 1024**3
+    gpu = gpu_gb * gib
+    lines = [
+        f"config: depth {cfg.depth} width {cfg.width} preset {cfg.preset or 'custom'}, t={cfg.segments} k={cfg.frames} "
+        f"{cfg.crop_size}x{cfg.crop_size}, audio {audio_frames} MFCC frames/segment, style {cfg.attention_style}",
+        f"parameters: {e.params / 1e6:.1f} M; weights + grads + Adam (fp32): {e.static_bytes / gib:.2f} GiB",
+        f"forward FLOPs per video: {e.gflops_forward:.1f} GFLOPs (training step ~3x: {3 * e.gflops_forward:.1f} GFLOPs)",
+        f"activations kept for backward per video (fp32): {e.activations_plain / gib:.2f} GiB plain, "
+        f"{e.activations_checkpointed / gib:.2f} GiB with per-segment checkpointing",
+        f"largest micro-batch on a {gpu_gb:g} GB GPU (15% reserve): "
+        f"{largest_micro_batch(e.activations_plain, e.static_bytes, gpu)} videos plain, "
+        f"{largest_micro_batch(e.activations_checkpointed, e.static_bytes, gpu)} with checkpointing "
+        f"(bf16 autocast roughly halves the activations); the paper's batch of 32 is reached by accumulation",
+        f"GPU-hours at {sustained_tflops:g} sustained TFLOP/s, {epochs} epochs:",
+    ]
+    for table, h in gpu_hours(e.gflops_forward, epochs, sustained_tflops).items():
+        lines.append(f"  {table:<45}{h:>10.1f}")
+    return "\n".join(lines)
