@@ -90,7 +90,8 @@ def attention_truth_figure(runs: pd.DataFrame, order: list[str], path: Path) -> 
     ok = runs[runs["status"] == "FINISHED"]
     if "test_temporal_on_key" not in ok:
         return None
-    presets = [p for p in order if p in set(ok["preset"])]
+    scored = ok.dropna(subset=["test_temporal_on_key"])  # audio-only presets have no visual attention
+    presets = [p for p in order if p in set(scored["preset"])]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     for ax, (metric, chance, title) in zip(axes, [
             ("test_temporal_on_key", "test_temporal_on_key_uniform", "temporal attention on key segments"),
