@@ -20,9 +20,9 @@ from vaanet.models import ModelConfig, VAANet
 def run(cfg: ModelConfig, batch: int, steps: int, device: torch.device, bf16: bool, compile_: bool):
     model = VAANet(cfg).to(device).train()
     if compile_:
-        import torch._dynamo
+        import torch._dynamo as dynamo
 
-        torch._dynamo.config.suppress_errors = True
+        dynamo.config.suppress_errors = True
         model.backbone.features = torch.compile(model.backbone.features)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     loss_fn = PCCELoss(VE8_CLASSES, 0.5).to(device)

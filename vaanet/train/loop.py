@@ -168,9 +168,9 @@ def _progress(iterable, total, enabled):
 def _compile(model, log):
     """torch.compile the visual backbone; any graph that cannot be compiled runs eagerly instead."""
     try:
-        import torch._dynamo
+        import torch._dynamo as dynamo
 
-        torch._dynamo.config.suppress_errors = True  # fall back to eager per graph, never fail the run
+        dynamo.config.suppress_errors = True  # fall back to eager per graph, never fail the run
         if hasattr(model, "backbone"):
             model.backbone.features = torch.compile(model.backbone.features)
         log("torch.compile: backbone compiled (falls back to eager where it cannot)")
