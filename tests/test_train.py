@@ -157,3 +157,10 @@ def test_cli_predict(reference_run, synth_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "vaanet.cli", "predict", str(video), "--checkpoint", str(tmp_path / "no.pt")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no.pt not found" in r.stderr
+
+
+def test_a_run_folder_resumes_only_its_own_configuration(synth_root, synth_cache, tmp_path):
+    fit_local(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1}), tmp_path / "run")
+    other = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "optim.lr": 0.01})
+    with pytest.raises(ValueError, match=r"another configuration \(optim.lr: 0.001 -> 0.01\)"):
+        fit_local(other, tmp_path / "run")

@@ -165,6 +165,16 @@ def _progress(iterable, total, enabled):
     return tqdm(iterable, total=total, leave=False, unit="step")
 
 
+def _check_same_config(saved: dict, cfg: Config, out_dir: Path) -> None:
+    """A run folder resumes only the configuration it was started with."""
+    now = cfg.to_dict()
+    diff = [f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}" for section in ("model", "data", "optim")
+            for k, v in now[section].items() if saved.get(section, {}).get(k) != v]
+    if diff:
+        raise ValueError(f"{out_dir} holds a run of another configuration ({'; '.join(diff[:4])}); "
+                         "give this one its own run.name (or delete the folder to start over)")
+
+
 def _compile(model, log):
     """torch.compile the visual backbone; any graph that cannot be compiled runs eagerly instead."""
     try:
@@ -259,7 +269,9 @@ def train_fn(config: dict) -> dict:
             torch.set_rng_state(state["torch_rng"])
             start_epoch, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["mlflow_run_id"]
             finished = state.get("test")
-            best_weights = torch.load(folder / BEST, map_location="cpu", weights_only=True)["model"]
+            saved = torch.load(folder / BEST, map_location="cpu", weights_only=True)
+            _check_same_config(saved["config"], cfg, out_dir)
+            best_weights = saved["model"]
             log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
 
     tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
