@@ -8,12 +8,11 @@ GPU: depth 101 at the paper's sampling (t=10, k=16, 112x112). CPU: a small backb
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import replace
 
 import torch
 
-from vaanet.losses import VE8_CLASSES, PCCELoss
+from train_throughput import time_steps  # benchmarks/ is on sys.path when run as a script
 from vaanet.models import ModelConfig, VAANet
 
 
@@ -24,35 +23,19 @@ def run(cfg: ModelConfig, batch: int, steps: int, device: torch.device, bf16: bo
 
         dynamo.config.suppress_errors = True
         model.backbone.features = torch.compile(model.backbone.features)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    loss_fn = PCCELoss(VE8_CLASSES, 0.5).to(device)
-    visual = torch.randint(0, 256, (batch, cfg.segments, 3, cfg.frames, cfg.crop_size, cfg.crop_size), dtype=torch.uint8, device=device)
-    audio = torch.randn(batch, cfg.segments, 1, 256, 32, device=device)
-    target = torch.randint(0, 8, (batch,), device=device)
     saved = {"bytes": 0}
 
     def pack(t):
         saved["bytes"] += t.numel() * t.element_size()
         return t
 
+    def record_saved():  # the bytes autograd keeps for backward, counted afresh each step
+        saved["bytes"] = 0
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for i in range(steps + 1):
-        if i == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        saved["bytes"] = 0
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
-                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            logits = model(visual, audio).logits
-        loss = loss_fn(logits.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = batch * steps / (time.perf_counter() - start)
+    rate = time_steps(model, cfg, batch, steps, device, bf16, record_saved)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return rate, saved["bytes"] / 2**20, peak
 
