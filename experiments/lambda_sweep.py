@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaanet.tune import Study, run_study, study_parser  # noqa: E402
+from vaanet.tune import Study, main, study_parser  # noqa: E402
 
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -30,6 +30,5 @@ if __name__ == "__main__":
     parser.add_argument("--lambdas", default=",".join(str(v) for v in LAMBDAS), help="grid of lambda values")
     parser.add_argument("--search", choices=["grid", "optuna"], default="grid", help="grid (default) or optuna TPE + ASHA")
     parser.add_argument("--samples", type=int, default=12, help="trials of the optuna search")
-    args = parser.parse_args()
-    frame = run_study(study([float(v) for v in args.lambdas.split(",")]), args)
-    sys.exit(int((frame["status"] != "ok").any()))
+    args, _ = parser.parse_known_args()
+    main(study([float(v) for v in args.lambdas.split(",")]), __doc__, parser)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vaanet.models import PIXEL_NORMALIZATIONS, CheckpointError, ModelConfig, VAANet, resnet3d
+from vaanet.models import PIXEL_NORMALIZATIONS, CheckpointError, ModelConfig, VAANet, build_model, resnet3d
 
 KW = dict(segments=2, frames=4, crop_size=32, audio=False, audio_attention=False)
 
@@ -28,7 +28,7 @@ def test_checkpoint_formats_round_trip(tmp_path, fmt, n_classes, norm):
     src = _hara(18, 0.25, n_classes)
     path = tmp_path / "weights.pth"
     fmt(src, path)
-    model = VAANet(ModelConfig(depth=18, width=0.25, visual_weights=str(path), **KW))
+    model = build_model(ModelConfig(depth=18, width=0.25, visual_weights=str(path), **KW))
     for k, v in src.state_dict().items():
         if not k.startswith("fc."):
             torch.testing.assert_close(model.backbone.state_dict()[k], v)
@@ -49,7 +49,7 @@ def test_checkpoint_formats_round_trip(tmp_path, fmt, n_classes, norm):
 def test_explicit_normalization_overrides_the_weights(tmp_path):
     path = tmp_path / "w.pth"
     _old_format(_hara(10, 0.125, 400), path)
-    model = VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(path), pixel_normalization="reference_minus_100", **KW))
+    model = build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(path), pixel_normalization="reference_minus_100", **KW))
     assert model.pixel_normalization == "reference_minus_100"
 
 
@@ -57,7 +57,7 @@ def test_wrong_depth_names_file_keys_and_fix(tmp_path):
     path = tmp_path / "resnet-34-kinetics.pth"
     _old_format(_hara(34, 0.125, 400), path)
     with pytest.raises(CheckpointError) as e:
-        VAANet(ModelConfig(depth=18, width=0.125, visual_weights=str(path), **KW))
+        build_model(ModelConfig(depth=18, width=0.125, visual_weights=str(path), **KW))
     msg = str(e.value)
     assert "resnet-34-kinetics.pth" in msg and "unexpected keys" in msg and "model.depth=34" in msg
 
@@ -66,20 +66,20 @@ def test_wrong_width_reports_shape_mismatch(tmp_path):
     path = tmp_path / "w.pth"
     _new_format(_hara(10, 0.25, 700), path)
     with pytest.raises(CheckpointError, match="shape mismatches"):
-        VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(path), **KW))
+        build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(path), **KW))
 
 
 def test_missing_file_and_non_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(tmp_path / "nope.pth"), **KW))
+        build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(tmp_path / "nope.pth"), **KW))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pth is not a readable PyTorch checkpoint"):
-        VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(junk), **KW))
+        build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(junk), **KW))
     notdict = tmp_path / "list.pth"
     torch.save([1, 2, 3], notdict)
     with pytest.raises(CheckpointError, match="holds no state_dict"):
-        VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(notdict), **KW))
+        build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(notdict), **KW))
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -92,4 +92,4 @@ def test_pickled_code_is_refused(tmp_path):
 
     torch.save({"state_dict": Evil()}, path)
     with pytest.raises(CheckpointError, match="evil.pth"):
-        VAANet(ModelConfig(depth=10, width=0.125, visual_weights=str(path), **KW))
+        build_model(ModelConfig(depth=10, width=0.125, visual_weights=str(path), **KW))

@@ -38,13 +38,9 @@ def _splits(a):
 
 
 def _train(a):
-    from .config import load_config
+    from .config import flag_overrides, load_config
 
-    cfg = load_config(a.config, a.set)
-    if a.mlflow_uri:
-        from dataclasses import replace
-
-        cfg = replace(cfg, run=replace(cfg.run, mlflow_uri=a.mlflow_uri))
+    cfg = load_config(a.config, flag_overrides(a.set, {"run.mlflow_uri": ("--mlflow-uri", a.mlflow_uri)}))
     if a.no_ray:
         from .train import fit_local
 
@@ -125,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
     s.add_argument("--gpus", type=int, default=0, help="GPUs in total (shared among the workers)")
     s.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
-    s.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    s.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here); "
+                   "the same as --set run.mlflow_uri=URI")
     s.add_argument("--no-ray", action="store_true", help="run the same loop in this process (debugging)")
     s.set_defaults(func=_train)
 

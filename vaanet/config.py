@@ -6,6 +6,9 @@ Loaded from YAML (``configs/*.yaml``) with ``key=value`` overrides, validated on
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -77,6 +80,23 @@ class RunConfig:
     fail_at_epoch: int = -1  # fault injection for tests: raise once at this epoch
     tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis
 
+    def __post_init__(self):
+        for key in ("name", "experiment"):  # both become folder names under run.output
+            check_name(getattr(self, key), f"run.{key}")
+        if self.threads < 0:
+            raise ValueError(f"run.threads must be >= 0, got {self.threads}")
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]*")
+
+
+def check_name(value: str, key: str) -> str:
+    """A name that becomes a folder: letters, digits and ._+=@- (no path separators, no '..')."""
+    if not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise ValueError(f"{key}={value!r} is not a valid name: it becomes a folder, so use letters, digits and "
+                         "._+=@- only (no '/', no '..', not starting with '.'), e.g. vs-pcce_lr1e-4")
+    return value
+
 
 @dataclass
 class Config:
@@ -89,6 +109,10 @@ class Config:
         if self.model.num_classes != len(self.data.classes):
             raise ValueError(f"model.num_classes={self.model.num_classes} but data.dataset={self.data.dataset!r} "
                              f"has {len(self.data.classes)} classes")
+        try:
+            self.sampling  # noqa: B018 - validates the sampling values here, not inside a data-loader worker
+        except ValueError as e:
+            raise ValueError(f"invalid sampling (model.segments/frames/crop_size, data.*): {e}") from e
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -159,6 +183,8 @@ def _coerce(tp, value, where):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -211,6 +237,21 @@ def parse_overrides(overrides) -> list[tuple[str, Any]]:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
         key, raw = item.split("=", 1)
         out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def flag_overrides(sets, flags: dict[str, tuple[str, Any]]) -> list[str]:
+    """Command-line flags that name a config key are shorthands for ``--set``: one override mechanism,
+    applied over the YAML. ``flags = {"optim.epochs": ("--epochs", 3), ...}`` (value None = not given).
+    A flag and a ``--set`` naming the same key with different values is an error, never a silent choice."""
+    given = dict(parse_overrides(sets))
+    out = list(sets)
+    for key, (flag, value) in flags.items():
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            raise ValueError(f"{flag} {value} and --set {key}={given[key]} disagree; give only one of them")
+        out.append(f"{key}={json.dumps(value)}")
     return out
 
 

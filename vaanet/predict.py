@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +37,10 @@ def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
         cfg = Config.from_dict(ckpt["config"])
     except ValueError as e:
         raise CheckpointError(f"{path} holds an incompatible config: {e}") from e
-    model = VAANet(replace(cfg.model, visual_weights=None, audio_weights=None))
+    if cfg.model.visual and cfg.model.pixel_normalization is None:  # written before configs were saved complete
+        raise CheckpointError(f"{path} does not record the pixel normalisation its model was trained with; "
+                              "retrain with this vaanet version (checkpoints now store the effective config)")
+    model = VAANet(replace(cfg.model, visual_weights=None, audio_weights=None))  # weights come from the checkpoint
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model of its own config: missing {missing[:3]}, "
@@ -45,13 +48,33 @@ def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
     return model.eval(), cfg, ckpt
 
 
-def _infer(model, cfg: Config, ckpt: dict, video: Path):
-    """Decode one video exactly as training did (prepare + evaluation sampling) and run the model."""
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe", "svg_pipe")
+
+
+def _check_is_video(video: Path) -> None:
+    """Refuse what is not a video (text, an image, a single still frame) before it gets classified."""
+    import av
+
     if not video.is_file():
         raise FileNotFoundError(f"video {video} not found")
-    prep = ckpt.get("prepare") or {}
-    pc = PrepareConfig(dataset=cfg.data.dataset, short_side=prep.get("short_side", round(cfg.model.crop_size * 8 / 7)),
-                       fps=prep.get("fps"), workers=1)
+    try:
+        with av.open(str(video)) as container:
+            fmt = container.format.name
+            streams = container.streams.video
+    except Exception as e:  # noqa: BLE001 - PyAV raises many types for a non-video
+        raise ValueError(f"{video} is not a video file ({type(e).__name__}: {str(e)[:120]}); pass an mp4/avi/mkv/... file") from e
+    if not streams:
+        raise ValueError(f"{video} has no video stream (format {fmt}); pass a video file")
+    if any(f in IMAGE_FORMATS for f in fmt.split(",")):
+        raise ValueError(f"{video} is an image ({fmt}), not a video; pass a video file")
+
+
+def _infer(model, cfg: Config, ckpt: dict, video: Path):
+    """Decode one video exactly as training did (prepare + evaluation sampling) and run the model."""
+    _check_is_video(video)
+    prep = {k: v for k, v in (ckpt.get("prepare") or {}).items() if k in {f.name for f in fields(PrepareConfig)}}
+    prep.setdefault("short_side", round(cfg.model.crop_size * 8 / 7))
+    pc = PrepareConfig(**{**prep, "dataset": cfg.data.dataset, "workers": 1})
     classes = cfg.data.classes
     with tempfile.TemporaryDirectory(prefix="vaanet-predict-") as tmp:
         tmp = Path(tmp)
@@ -59,6 +82,8 @@ def _infer(model, cfg: Config, ckpt: dict, video: Path):
             row = prepare_video(Job("video", classes[0], 0, str(video)), tmp, pc)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"cannot read {video} as a video ({type(e).__name__}: {e}); is it a complete video file?") from e
+        if row["frames"] < 2:
+            raise ValueError(f"{video} holds a single still frame, not a video; pass a video file")
         pd.DataFrame([row], columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
         (tmp / MANIFEST_FILE).write_text(json.dumps({k: v for k, v in vars(pc).items() if k != "workers"}))
         split = pd.DataFrame({"video_id": ["video"], "label": [0], "class_name": [classes[0]], "subset": ["test"]})

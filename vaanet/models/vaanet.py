@@ -153,8 +153,14 @@ class VAANetOutput(NamedTuple):
 
 
 class VAANet(nn.Module):
+    """The network of ``cfg``, untrained. The constructor reads no file: :func:`build_model` loads the
+    local weight files and fills in the pixel normalisation they were trained with."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.visual_weights or cfg.audio_weights:
+            raise ValueError("VAANet(cfg) builds an untrained network and reads no file; use "
+                             "vaanet.models.build_model(cfg) to load model.visual_weights / model.audio_weights")
         self.cfg = cfg
         style, t = cfg.attention_style, cfg.segments
         embed = 0
@@ -189,22 +195,27 @@ class VAANet(nn.Module):
             embed += n_a
         self.fc = nn.Linear(embed, cfg.num_classes)
 
-        norm_name = cfg.pixel_normalization
-        if cfg.visual and cfg.visual_weights:
-            weights_norm = load_visual_pretrained(self.backbone, cfg.visual_weights)
-            norm_name = norm_name or weights_norm
-        if cfg.audio and cfg.audio_weights:
-            load_audio_pretrained(self.audio_backbone, cfg.audio_weights)
-        self.pixel_normalization = norm_name or "kinetics700_0_1"
-        norm = PIXEL_NORMALIZATIONS[self.pixel_normalization]
-        self.register_buffer("pixel_scale", torch.tensor(norm.scale), persistent=False)
-        self.register_buffer("pixel_mean", torch.tensor(norm.mean).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(norm.std).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("pixel_scale", torch.ones(()), persistent=False)
+        self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.ones(1, 3, 1, 1, 1), persistent=False)
+        self.set_pixel_normalization(cfg.pixel_normalization or DEFAULT_PIXEL_NORMALIZATION)
 
         if cfg.freeze_backbone and cfg.visual:
             self.backbone.requires_grad_(False)
         if cfg.channels_last and cfg.visual:
             self.backbone.to(memory_format=torch.channels_last_3d)
+
+    @property
+    def pixel_normalization(self) -> str:
+        return self.cfg.pixel_normalization
+
+    def set_pixel_normalization(self, name: str) -> None:
+        """Pixels 0-255 -> the input statistics the visual weights were trained with; recorded in ``cfg``."""
+        norm = PIXEL_NORMALIZATIONS[name]
+        self.cfg = replace(self.cfg, pixel_normalization=name)
+        self.pixel_scale.fill_(norm.scale)
+        self.pixel_mean.copy_(torch.tensor(norm.mean).view(1, 3, 1, 1, 1))
+        self.pixel_std.copy_(torch.tensor(norm.std).view(1, 3, 1, 1, 1))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -315,9 +326,31 @@ class VAANet(nn.Module):
         return VAANetOutput(self.fc(E), **maps)
 
 
+DEFAULT_PIXEL_NORMALIZATION = "kinetics700_0_1"  # no weights and nothing set: Hara's 2020 statistics
+
+
+def build_model(cfg: ModelConfig) -> VAANet:
+    """Builder: the network of ``cfg`` with its local weight files loaded (nothing is downloaded).
+
+    ``model.cfg`` is the *effective* configuration: the pixel normalisation is the one set in ``cfg``,
+    else the one the visual weights were trained with (detected from the file), else the default.
+    Save ``model.cfg`` with a checkpoint: rebuilt from it, the network sees the same pixels."""
+    model = VAANet(replace(cfg, visual_weights=None, audio_weights=None))
+    norm = cfg.pixel_normalization
+    if cfg.visual and cfg.visual_weights:
+        detected = load_visual_pretrained(model.backbone, cfg.visual_weights)
+        norm = norm or detected
+    if cfg.audio and cfg.audio_weights:
+        load_audio_pretrained(model.audio_backbone, cfg.audio_weights)
+    model.cfg = replace(cfg, pixel_normalization=norm or DEFAULT_PIXEL_NORMALIZATION)
+    model.set_pixel_normalization(model.cfg.pixel_normalization)
+    return model
+
+
 def vaanet(preset: str = "VS+VCW+VT+AT", **overrides) -> VAANet:
-    """Builder: ``vaanet("VS+VCW", depth=10, width=0.125)``."""
-    return VAANet(ModelConfig.from_preset(preset, **overrides))
+    """Builder: ``vaanet("VS+VCW", depth=10, width=0.125)`` (weight files in ``overrides`` are loaded)."""
+    return build_model(ModelConfig.from_preset(preset, **overrides))
 
 
-__all__ = ["VAANet", "VAANetOutput", "ModelConfig", "PRESETS", "vaanet", "feature_size"]
+__all__ = ["VAANet", "VAANetOutput", "ModelConfig", "PRESETS", "vaanet", "build_model", "feature_size",
+           "DEFAULT_PIXEL_NORMALIZATION"]

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..config import Config
 from ..data.dataset import EpochSampler, VideoEmotionDataset
 from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
-from ..models.vaanet import VAANet, feature_size
+from ..models.vaanet import build_model, feature_size
 from .metrics import attention_metrics, classification_metrics, predict
 from .tracking import Tracker, code_version
 
@@ -38,6 +39,20 @@ STATE, BEST = "state.pt", "best_model.pt"
 
 class InjectedFailure(RuntimeError):
     """Raised once at ``run.fail_at_epoch`` to test recovery."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops as FAILED, naming where."""
+
+
+# Errors that recur on every retry: a bad config, a missing or corrupt file, bad weights, a diverging loss.
+DETERMINISTIC_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)
+
+
+def is_deterministic(error: BaseException) -> bool:
+    """True when ``error`` (or, for a Ray Train failure, every worker's error) is one a retry cannot fix."""
+    causes = list((getattr(error, "worker_failures", None) or {}).values()) or [error]
+    return all(isinstance(getattr(c, "cause", None) or c, DETERMINISTIC_ERRORS) for c in causes)
 
 
 # ---- where the loop runs: Ray Train worker or this process ------------------------------------------
@@ -152,7 +167,7 @@ def _gather(pred: dict, world: int) -> dict:
 
 
 def _epoch_line(epoch: int, epochs: int, m: dict, seconds: float) -> str:
-    return (f"epoch {epoch + 1:>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} | "
+    return (f"epoch {epoch:>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} | "
             f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} polarity {m['val_polarity_acc']:.3f}"
             f"{'  *best' if m.get('is_best') else ''}  ({seconds:.1f} s)")
 
@@ -194,7 +209,7 @@ def _state_dict(model) -> dict:
     return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
 
-def _write_artifacts(folder: Path, cfg: Config, classes, test: dict) -> list[Path]:
+def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,8 +217,13 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict) -> list[Pat
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "config.yaml", folder / "per_class_accuracy.csv", folder / "confusion_matrix.csv",
-             folder / "confusion_matrix.png"]
+             folder / "confusion_matrix.png", folder / "test_predictions.csv"]
     paths[0].write_text(cfg.to_yaml())
+    # one row per test video: what paired tests across runs and `vaanet predict` checks compare against
+    probs = pd.DataFrame(pred["probs"], columns=[f"p_{c}" for c in classes])
+    pd.concat([pd.DataFrame({"video_id": pred["video_ids"], "label": [classes[i] for i in pred["labels"]],
+                             "prediction": [classes[i] for i in pred["probs"].argmax(1)]}), probs],
+              axis=1).to_csv(paths[4], index=False)
     pd.DataFrame({"class": list(classes), "accuracy": [test["per_class"][c] for c in classes],
                   "support": test["confusion"].sum(1)}).to_csv(paths[1], index=False)
     pd.DataFrame(test["confusion"], index=list(classes), columns=list(classes)).to_csv(paths[2])
@@ -250,7 +270,8 @@ def train_fn(config: dict) -> dict:
     log = print if rank == 0 else (lambda *a, **k: None)
 
     torch.manual_seed(cfg.run.seed)
-    model = VAANet(cfg.model)
+    model = build_model(cfg.model)
+    cfg = replace(cfg, model=model.cfg)  # the effective config (pixel normalisation of the weights) is saved
     classes = cfg.data.classes
     criterion = PCCELoss(classes, lam=cfg.optim.effective_lambda).to(device)
     loaders, train_sampler, accumulate = _loaders(cfg, rank, world, pin=cuda)
@@ -275,9 +296,8 @@ def train_fn(config: dict) -> dict:
             log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
 
     tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
-    if run_id is None:
-        params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type,
-                       "pixel_normalization": (model.module if hasattr(model, "module") else model).pixel_normalization}
+    if tracker.new_run:
+        params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type}
         tags = run_tags(cfg)
         if config.get("ray"):
             import ray
@@ -286,12 +306,19 @@ def train_fn(config: dict) -> dict:
         tracker.start(params_flat, tags)
     if finished is not None:
         log("this run already finished; nothing to train")
+        tracker.finish("FINISHED")  # closes a run left open by a kill after the final checkpoint
         return finished
+    if start_epoch:
+        tracker.resume_at(start_epoch)
+    tracker.running()  # a resumed run trains again: RUNNING until it ends
     try:
         return _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device,
                                amp, start_epoch, history, best, best_weights, tracker, out_dir, log)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")  # a rerun continues this MLflow run from the last checkpoint
+        raise
     except BaseException:
-        tracker.finish("FAILED")  # a retry or resume continues in a new MLflow run
+        tracker.finish("FAILED")  # a retry or a rerun continues this MLflow run from the last checkpoint
         raise
 
 
@@ -310,7 +337,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         seen = 0
         batches = iter(loaders["train"])
         steps = -(-len(loaders["train"]) // accumulate)
-        for _ in _progress(range(steps), steps, rank == 0):
+        for step in _progress(range(steps), steps, rank == 0):
             group = list(itertools.islice(batches, accumulate))
             total = sum(len(b["label"]) for b in group)
             optimizer.zero_grad(set_to_none=True)
@@ -323,6 +350,9 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                         logits = model(visual, audio).logits
                     loss = criterion(logits.float(), target)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLoss(f"training loss is {float(loss)} at epoch {epoch + 1}, batch {step + 1} "
+                                            f"(optim.lr={cfg.optim.lr:g}); lower the learning rate or check the inputs")
                     (loss * len(target) / total).backward()
                 loss_sum += loss.detach() * len(target)
                 correct += (logits.detach().argmax(1) == target).sum()
@@ -341,12 +371,13 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         if is_best:
             best = {"epoch": epoch, "val_acc": val["acc"]}
             best_weights = _state_dict(model)
-        metrics = dict(epoch=epoch, train_loss=float(stats[0] / stats[2]), train_acc=float(stats[1] / stats[2]),
+        # epochs are counted from 1 everywhere a user sees them (console, MLflow steps, best_epoch)
+        metrics = dict(epoch=epoch + 1, train_loss=float(stats[0] / stats[2]), train_acc=float(stats[1] / stats[2]),
                        val_loss=val_loss, val_acc=val["acc"], val_mean_class_acc=val["mean_class_acc"],
                        val_polarity_acc=val["polarity_acc"], best_val_acc=best["val_acc"], epoch_seconds=time.time() - t0)
         history.append(metrics)
-        log(_epoch_line(epoch, cfg.optim.epochs, {**metrics, "is_best": is_best}, time.time() - t0), flush=True)
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        log(_epoch_line(epoch + 1, cfg.optim.epochs, {**metrics, "is_best": is_best}, time.time() - t0), flush=True)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
         _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics, is_best, None)
 
     # ---- test: the selected model, once ----
@@ -358,12 +389,12 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
     side = feature_size(cfg.model.crop_size, cfg.model.no_max_pool) if cfg.model.visual else None
     attn = attention_metrics(pred, truth, side, cfg.model.crop_size)
     final = {"test_acc": test["acc"], "test_mean_class_acc": test["mean_class_acc"],
-             "test_polarity_acc": test["polarity_acc"], "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+             "test_polarity_acc": test["polarity_acc"], "best_epoch": best["epoch"] + 1, "best_val_acc": best["val_acc"],
              "epochs": cfg.optim.epochs, **{f"test_acc_{c}": v for c, v in test["per_class"].items()},
              **{f"test_{k}": v for k, v in attn.items()}}
     if rank == 0:
-        artifacts = _write_artifacts(out_dir / "artifacts", cfg, classes, test)
-        tracker.log_final(final, artifacts)
+        artifacts = _write_artifacts(out_dir / "artifacts", cfg, classes, test, pred)
+        tracker.log_final(final, artifacts, step=cfg.optim.epochs)
         log(f"test (model of epoch {best['epoch'] + 1}): accuracy {test['acc']:.3f}  mean class accuracy "
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
@@ -397,4 +428,4 @@ def fit_local(cfg: Config, out_dir: str | Path | None = None) -> dict:
     return train_fn({"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": False})
 
 
-__all__ = ["train_fn", "fit_local", "InjectedFailure", "run_tags"]
+__all__ = ["train_fn", "fit_local", "InjectedFailure", "NonFiniteLoss", "run_tags"]

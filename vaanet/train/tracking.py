@@ -41,13 +41,27 @@ def code_version() -> str:
     return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
 
 
+RUN_ID_FILE = "mlflow_run_id"  # in the run folder: the MLflow run this folder's training writes to
+
+
+def run_id_of(out_dir: str | Path) -> str | None:
+    """The MLflow run id a run folder started, or None."""
+    path = Path(out_dir) / RUN_ID_FILE
+    return path.read_text().strip() or None if path.is_file() else None
+
+
 class Tracker:
+    """The MLflow run of one run folder. ``run_id`` (from a checkpoint) continues that run; without it a
+    new run is created and its id written into the folder at once, so that a run killed before its
+    first checkpoint is found again by the rerun (and deleted: it holds nothing the rerun does not
+    recompute), never left RUNNING beside a duplicate."""
+
     def __init__(self, uri: str | None, experiment: str, run_name: str, out_dir: str | Path, enabled: bool = True,
                  run_id: str | None = None, log=print):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.enabled, self.run_id, self.lost, self.log = enabled, run_id, None, log
-        self.client = None
+        self.client, self.new_run = None, False
         if not enabled:
             return
         try:
@@ -55,11 +69,30 @@ class Tracker:
 
             self.client = MlflowClient(tracking_uri=uri or default_tracking_uri())
             if run_id is None:
+                stale = run_id_of(self.out_dir)
+                if stale is not None:  # started, killed before its first checkpoint: start over
+                    self.client.delete_run(stale)
+                    log(f"MLflow run {stale} of an attempt killed before its first checkpoint deleted; starting over")
+                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
                 exp = self.client.get_experiment_by_name(experiment)
                 exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
                 self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+                (self.out_dir / RUN_ID_FILE).write_text(self.run_id)
+                self.new_run = True
         except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
             self._lose(e)
+
+    def resume_at(self, step: int) -> None:
+        """Forget local metric lines after ``step`` (an epoch logged but killed before its checkpoint)."""
+        path = self.out_dir / "metrics.jsonl"
+        if self.enabled and path.is_file():
+            lines = [line for line in path.read_text().splitlines()
+                     if line.strip() and (json.loads(line).get("step") or 0) <= step]
+            path.write_text("".join(line + "\n" for line in lines))
+
+    def running(self) -> None:
+        """(Re)open the run: a resumed run is RUNNING while it trains."""
+        self._try("update_run", self.run_id, status="RUNNING")
 
     @property
     def active(self) -> bool:
@@ -88,20 +121,22 @@ class Tracker:
             self._try("log_batch", self.run_id, params=params[i:i + 100])
         self._try("log_batch", self.run_id, tags=tags)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **finite}) + "\n")
         ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, step or 0) for k, v in finite.items()]
+        batch = [Metric(k, v, ts, step) for k, v in finite.items()]
         for i in range(0, len(batch), 200):
             self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
 
-    def log_final(self, metrics: dict, artifacts: list[Path]) -> None:
+    def log_final(self, metrics: dict, artifacts: list[Path], step: int) -> None:
+        """Test metrics at the last epoch's step (``best_val_acc`` is already on the epoch curve)."""
         (self.out_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "best_val_acc"},
+                         step=step)
         for path in artifacts:
             self._try("log_artifact", self.run_id, str(path))
 

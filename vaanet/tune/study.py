@@ -4,13 +4,21 @@ A :class:`Study` is a name, the paper tables it fills, and a grid of configurati
 ``{"model.preset": "VS"}``). :func:`run_study` crosses the grid with the splits and seeds, and runs each
 point as one Ray Tune trial: a function trainable that builds a Ray Train ``TorchTrainer`` for that
 configuration and fits it with ``TuneReportCallback`` (the Train-in-Tune pattern of Ray 2.60). Every trial
-is one MLflow run in the study's experiment, tagged with study, table and grid point. Ray does the
-scheduling, retries (``FailureConfig``) and resume (``Tuner.restore``); this module is the glue.
+is one MLflow run in the study's experiment, tagged with study, table and grid point.
+
+Before anything is prepared or started, the driver checks the whole request (the config of every grid
+point, flags against ``--set``, keys the study owns) and compares it with the study's own plain-JSON
+state ``<output>/<experiment>/study.json``: a finished study prints its table without training, a changed
+request is refused with the differing keys, an unfinished one continues only with ``--resume``. A trial is
+done when its run folder holds ``final_metrics.json``; unfinished trials rerun in a fresh Tune run and
+each resumes from its own checkpoint (Ray Train restores a run folder). Only the Optuna search restores
+Tune's own state (``Tuner.restore``, its searcher), and only from a folder no other user can write.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -22,9 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import Config, load_config, with_overrides
+from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
+from ..train.loop import is_deterministic
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import ensure_experiment
+from ..train.tracking import ensure_experiment, run_id_of
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -49,19 +58,27 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
                    "cluster, a path on storage every node reads")
     p.add_argument("--splits", type=int, default=None, help="number of splits to run (default: synth 3, ve8 10, e6 1)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each split runs once per seed")
-    p.add_argument("--epochs", type=int, default=default_epochs, help="epochs per trial (default: the dataset config's)")
+    p.add_argument("--epochs", type=int, default=default_epochs,
+                   help="epochs per trial (default: the dataset config's); the same as --set optim.epochs=N")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (DDP when > 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial (shared by its workers)")
     p.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray Train worker")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: what the cluster fits)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (Tune) and of its workers (Train)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a failed trial, counted once (Tune); errors a retry cannot fix (bad config, "
+                   "missing or corrupt file, non-finite loss) are never retried")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
-    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment and Tune run name (default: <study>-<dataset>)")
-    p.add_argument("--output", default="runs", help="folder for the Tune/Train results and checkpoints")
+    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here); "
+                   "the same as --set run.mlflow_uri=URI. Trials, the closing report and reruns all use it")
+    p.add_argument("--experiment", default=None, help="MLflow experiment and study folder name (default: "
+                   "<study>-<dataset>); the same as --set run.experiment=NAME")
+    p.add_argument("--output", default="runs", help="study folder root: <output>/<experiment>/{train,tune,reports}; "
+                   "must be trusted storage (only you can write it)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted study (finished trials are kept)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 split, 1 epoch")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (repeatable), applied over the dataset's YAML; may replace a study-wide "
+                   "default (announced), never a key the grid or the study sets per trial (an error)")
     return p
 
 
@@ -112,10 +129,87 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
     return cache, files[:n_splits], truth
 
 
+# ---- the request: everything checked in the driver, before data or Ray -----------------------------
+# keys a study sets for each trial, and the flag that controls each instead of --set
+TRIAL_KEYS = {"data.split": "--splits", "run.seed": "--seeds", "run.name": "(one per trial)", "data.cache": "--cache",
+              "data.truth": "(the synthetic set's sidecar)", "run.output": "--output"}
+
+
+def _check_sets(study: Study, sets: list[str]) -> dict[str, Any]:
+    """--set may not touch what the grid or the study sets per trial; returns the study-wide defaults it
+    replaces (the user wins there, and is told)."""
+    grid_keys = set().union(*study.grid)
+    if "model.preset" in grid_keys:
+        grid_keys |= {f"model.{k}" for k in PRESET_SWITCHES}
+    replaced = {}
+    for key, value in parse_overrides(sets):
+        if key in grid_keys:
+            rows = sorted({str(r[key]) for r in study.grid if key in r})
+            raise ValueError(f"--set {key}={value}: the {study.name} study sets {key} per row "
+                             f"({', '.join(rows) or 'through model.preset'}); drop it, or define a study with that grid")
+        if key in TRIAL_KEYS:
+            raise ValueError(f"--set {key}={value}: the study sets {key} for each trial; use {TRIAL_KEYS[key]}")
+        if key in study.extra and study.extra[key] != value:
+            replaced[key] = value
+    return replaced
+
+
+def _base_config(study: Study, args) -> tuple[Config, dict[str, Any]]:
+    """The dataset's YAML with the flags and --set applied, validated with every row of the grid."""
+    experiment = check_name(args.experiment or f"{study.name}-{args.dataset}", "--experiment")
+    sets = flag_overrides(args.set, {"optim.epochs": ("--epochs", 1 if args.quick else args.epochs),
+                                     "run.mlflow_uri": ("--mlflow-uri", args.mlflow_uri),
+                                     "run.experiment": ("--experiment", experiment)})
+    replaced = _check_sets(study, args.set)
+    base = load_config(CONFIGS[args.dataset], sets)
+    for row in study.grid:  # every trial's config is valid before anything starts
+        with_overrides(base, {**study.extra, **row, **replaced})
+    return base, replaced
+
+
+def _request(study: Study, args, base: Config, points: list[dict]) -> dict:
+    """What this command asks for, as plain JSON: stored in study.json, compared on every rerun."""
+    cfg = base.to_dict()
+    return {"study": study.name, "dataset": args.dataset, "mlflow_uri": base.run.mlflow_uri,
+            **{section: cfg[section] for section in ("model", "data", "optim")},
+            "search": getattr(args, "search", "grid") or "grid", "samples": getattr(args, "samples", None),
+            "points": {p["name"]: p["overrides"] for p in points}}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _differences(stored: dict, now: dict) -> list[str]:
+    a, b = _flat(stored), _flat(now)
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
+            if a.get(k, "(absent)") != b.get(k, "(absent)")]
+
+
+def _check_trusted(folder: Path) -> None:
+    """Tune's state is a pickle: restore it only from a folder this user owns and nobody else can write."""
+    for path in [folder, *folder.rglob("*.pkl")]:
+        st = path.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise ValueError(f"{path} is owned by another user or writable by others: restoring it would run "
+                             "whatever it holds. --output must be trusted storage; fix the permissions or start over")
+
+
 # ---- the trial ---------------------------------------------------------------------------------------
+ERROR_FILE = "error.txt"  # in a run folder: why its last attempt failed for good
+
+
 def trial(config: dict) -> None:
     """One Tune trial = one Ray Train run of one configuration. ``config["point"]`` is a grid point; a
-    search algorithm instead samples ``config["search"]`` (overrides), turned into a point here."""
+    search algorithm instead samples ``config["search"]`` (overrides), turned into a point here. An
+    error that a retry cannot fix is written to the run folder and the trial ends without a retry."""
+    from ray.train import TrainingFailedError
     from ray.tune.integration.ray_train import TuneReportCallback
 
     if "search" in config:
@@ -123,27 +217,48 @@ def trial(config: dict) -> None:
 
         overrides = {k.replace("__", "."): v for k, v in config["search"].items()}
         name = f"search_{tune.get_context().get_trial_id()}"
-        config = {**config, "point": {"overrides": {**config["fixed"], **overrides, "run.name": name},
+        config = {**config, "point": {"name": name, "overrides": {**config["fixed"], **overrides, "run.name": name},
                                       "tags": {**config["tags"], "row": name}}}
     cfg = Config.from_dict(config["base"])
     cfg = with_overrides(cfg, config["point"]["overrides"])
     cfg = replace(cfg, run=replace(cfg.run, tags={**cfg.run.tags, **config["point"]["tags"]}))
+    folder = Path(cfg.run.output) / cfg.run.name
+    (folder / ERROR_FILE).unlink(missing_ok=True)
     r = config["resources"]
+    # Train does not retry (max_failures=0): attempts are counted once, by Tune
     trainer = make_trainer(cfg, workers=r["workers"], gpus=r["gpus"], cpus_per_worker=r["cpus_per_worker"],
-                           max_failures=r["max_failures"], callbacks=[TuneReportCallback()])
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+                           max_failures=0, callbacks=[TuneReportCallback()])
+    try:
+        error = trainer.fit().error
+    except TrainingFailedError as e:
+        error = e
+    if error is None:
+        return
+    if is_deterministic(error):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(_first_line(error))
+        return
+    raise error
 
 
-def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int], experiment: str) -> list[dict]:
+def _first_line(error: BaseException) -> str:
+    causes = getattr(error, "worker_failures", None) or {}
+    err = next(iter(causes.values()), error)
+    err = getattr(err, "cause", None) or err
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int], experiment: str,
+            replaced: dict) -> list[dict]:
     points = []
+    note = ", ".join(f"{k}={v}" for k, v in replaced.items())
     for row, split, seed in itertools.product(study.grid, split_files, seeds):
-        overrides = {**study.extra, **row, "data.split": str(split), "run.seed": seed}
+        overrides = {**study.extra, **replaced, **row, "data.split": str(split), "run.seed": seed}
         row_name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
         name = f"{row_name}_{split.stem}_seed{seed}".replace("+", "-").replace("/", "-")
         tags = {"study": study.name, "table": study.tables.get(dataset, ""), "dataset": dataset,
-                "row": row_name, "experiment": experiment}
+                "row": row_name, "experiment": experiment, **({"study_overrides": note} if note else {})}
         points.append({"name": name, "overrides": {**overrides, "run.name": name}, "tags": tags})
     return points
 
@@ -160,13 +275,28 @@ def _concurrency(args, per_trial_cpu: float) -> int:
     return min(fit, args.max_concurrent) if args.max_concurrent else fit
 
 
-def results_frame(result_grid) -> pd.DataFrame:
+def _trial_state(folder: Path) -> tuple[str, dict, str]:
+    """(status, final metrics, error) of one run folder: ok | error | missing."""
+    final = folder / "final_metrics.json"
+    if final.is_file():
+        return "ok", json.loads(final.read_text()), ""
+    error = folder / ERROR_FILE
+    if error.is_file():
+        return "error", {}, error.read_text().strip()
+    return "missing", {}, ""
+
+
+def results_frame(points: list[dict], train_root: Path, errors: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per grid point x split x seed, read from the run folders: every point of the study is a
+    row, so a trial that never ran is counted as missing."""
     rows = []
-    for r in result_grid:
-        point = r.config["point"]
-        rows.append({**point["tags"], **{k: v for k, v in point["overrides"].items()},
-                     **{k: v for k, v in (r.metrics or {}).items() if k.startswith(("test_", "best_val"))},
-                     "status": "error" if r.error else ("ok" if r.metrics and "test_acc" in r.metrics else "missing")})
+    for p in points:
+        status, metrics, error = _trial_state(train_root / p["name"])
+        if status == "missing" and (errors or {}).get(p["name"]):
+            status, error = "error", errors[p["name"]]
+        rows.append({**p["tags"], **p["overrides"],
+                     **{k: v for k, v in metrics.items() if k.startswith(("test_", "best_"))},
+                     "status": status, "error": error})
     return pd.DataFrame(rows)
 
 
@@ -189,83 +319,109 @@ def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def main(study: Study, description: str) -> None:
-    """Entry point of the experiment scripts: exit status 1 when any trial failed or is missing."""
-    frame = run_study(study, study_parser(description).parse_args())
+def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
+    """No MLflow run of this study stays RUNNING once the driver is done: a trial stopped early (ASHA),
+    interrupted or killed ends KILLED, one that failed for good FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for _, row in frame.iterrows():
+        if row["status"] == "ok":
+            continue
+        run_id = run_id_of(train_root / row["run.name"])
+        try:
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FAILED" if row["status"] == "error" else "KILLED")
+        except Exception:  # noqa: BLE001 - deleted or unreachable: nothing to close here
+            pass
+
+
+def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None) -> None:
+    """Entry point of the experiment scripts: exit 1 when any trial failed or is missing, 2 (one line,
+    no traceback) when the request itself is wrong."""
+    args = (parser or study_parser(description)).parse_args()
+    try:
+        frame = run_study(study, args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(int((frame["status"] != "ok").any()))
+
+
+def _start_ray(args) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    # Per-run costs Ray Train adds that a local study does not need (set before ray.init: the Ray
+    # processes inherit this environment; a variable already set by the user wins):
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # notice a finished run sooner (2 s)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # each worker print reached the log twice
+    if not address:  # no spot instances on a local machine: no preemption watcher actor per run
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    ray.init(address=address, log_to_driver=True, logging_level="WARNING")
 
 
 def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     """Run (or resume, or just report) the study; returns one row per trial with its status."""
-    import ray
     from ray import tune
 
     start = time.time()
-    experiment = args.experiment or f"{study.name}-{args.dataset}"
+    base, replaced = _base_config(study, args)  # a wrong request fails here, before data or Ray
+    experiment = base.run.experiment
+    for key, value in replaced.items():
+        print(f"--set {key}={value} replaces the {study.name} study's default {key}={study.extra[key]} "
+              "(recorded in every run: param and tag study_overrides)", flush=True)
     n_splits = 1 if args.quick else (args.splits or {"synth": 3, "ve8": 10, "e6": 1}[args.dataset])
     seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
     cache, split_files, truth = ensure_data(args, n_splits)
 
-    base = load_config(CONFIGS[args.dataset], args.set)
-    data = replace(base.data, cache=str(cache), truth=str(truth) if truth else None)
-    epochs = 1 if args.quick else (args.epochs or base.optim.epochs)
-    output = Path(args.output).resolve()
-    run = replace(base.run, experiment=experiment, mlflow_uri=args.mlflow_uri or base.run.mlflow_uri,
-                  output=str(output / experiment / "train"))
-    base = resolve_paths(replace(base, data=replace(data, split=str(split_files[0])),
-                                 optim=replace(base.optim, epochs=epochs), run=run))
-    points = _points(study, args.dataset, split_files, seeds, experiment)
+    output = Path(args.output).resolve() / experiment
+    train_root = output / "train"
+    base = resolve_paths(replace(base, data=replace(base.data, cache=str(cache), split=str(split_files[0]),
+                                                    truth=str(truth) if truth else None),
+                                 run=replace(base.run, output=str(train_root))))
+    search = getattr(args, "search", None) == "optuna"
+    points = [] if search else _points(study, args.dataset, split_files, seeds, experiment, replaced)
+    request = _request(study, args, base, points)
+    state_file = output / "study.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if state is not None:
+        diff = _differences(state["request"], request)
+        if diff:
+            raise ValueError(f"{state_file} holds a study started with other settings ({'; '.join(diff[:6])}"
+                             f"{'; ...' if len(diff) > 6 else ''}); rerun it as it was, or give this one its own "
+                             "--experiment NAME")
     ensure_experiment(base.run.mlflow_uri, experiment)
+    report_dir = output / "reports"
+    if search:
+        return _run_search(study, args, base, split_files, state, state_file, request, output, report_dir, start)
 
-    if not ray.is_initialized():
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        # Per-run costs Ray Train adds that a local study does not need (set before ray.init: the Ray
-        # processes inherit this environment; a variable already set by the user wins):
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # notice a finished run sooner (2 s)
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # each worker print reached the log twice
-        if not address:  # no spot instances on a local machine: no preemption watcher actor per run
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
-    concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
-    resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker,
-                     max_failures=args.max_failures)
-    # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. It asks for 1 MB
-    # of memory and no CPU: a CPU share per driver would fragment the nodes so that no Train worker fits
-    # (on 2 CPUs, two trials holding 0.01 each leave no whole CPU: every trial waits forever).
-    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 1e6})
-    path = output / experiment / "tune"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    search = getattr(args, "search", None)
-    if search == "optuna" and not tune.Tuner.can_restore(str(path)):
-        return _run_search(study, args, base, split_files, trainable, resources, concurrent, experiment, output, start)
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-        previous = tuner.get_results()
-        done = sum(1 for r in previous if r.error is None and r.metrics and "test_acc" in r.metrics)
-        if done == len(points) and len(previous) == len(points):
-            print(f"study {experiment}: all {done} trials already finished in {path}; nothing to train "
-                  "(use --experiment NAME for a fresh study)")
-            results = previous
-        elif not args.resume:
-            raise SystemExit(f"error: {path} holds an unfinished study ({done}/{len(points)} trials done); "
-                             "pass --resume to continue it, or --experiment NAME for a new one")
-        else:
-            print(f"resuming study {experiment}: {done}/{len(points)} trials already finished", flush=True)
-            results = tuner.fit()
+    frame = results_frame(points, train_root)
+    todo = [p for p, status in zip(points, frame["status"]) if status != "ok"]
+    errors: dict[str, str] = {}
+    if not todo:
+        print(f"study {experiment}: all {len(points)} trials already finished in {train_root}; nothing to train "
+              "(use --experiment NAME for a fresh study)")
     else:
-        print(f"study {experiment}: {len(points)} trials ({len(study.grid)} rows x {len(split_files)} splits x "
-              f"{len(seeds)} seeds), {epochs} epochs each, up to {concurrent} at once", flush=True)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"base": base.to_dict(), "resources": resources, "point": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name="tune", storage_path=str(output / experiment),
-                                      failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                                      verbose=0),
-        )
-        results = tuner.fit()
-    frame = results_frame(results)
-    report_dir = Path("reports") / experiment
+        if state is not None and not args.resume:
+            raise ValueError(f"{output} holds an unfinished study ({len(points) - len(todo)}/{len(points)} trials "
+                             "done); pass --resume to continue it, or --experiment NAME for a new one")
+        output.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({"request": request}, indent=1))
+        _start_ray(args)
+        concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
+        verb = (f"resuming study {experiment}: {len(points) - len(todo)}/{len(points)} trials already finished"
+                if state is not None else f"study {experiment}: {len(points)} trials")
+        print(f"{verb} ({len(study.grid)} rows x {len(split_files)} splits x {len(seeds)} seeds), "
+              f"{base.optim.epochs} epochs each, up to {concurrent} at once", flush=True)
+        results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
+                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}").fit()
+        errors = {r.config["point"]["name"]: _first_line(r.error) for r in results
+                  if r.error is not None and r.config and "point" in r.config}
+        frame = results_frame(points, train_root, errors)
+        _close_leftovers(base.run.mlflow_uri, train_root, frame)
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "trials.csv", index=False)
     table = summary_table(frame, study)
@@ -274,58 +430,106 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     print(table.to_string(index=False))
     failed = frame[frame["status"] != "ok"]
     if len(failed):
-        print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}",
-              file=sys.stderr)
-    _write_reports(experiment, args, report_dir)
+        print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}", file=sys.stderr)
+        for _, row in failed[failed["error"] != ""].iterrows():
+            print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
+    _write_reports(experiment, base.run.mlflow_uri, report_dir)
     return frame
 
 
-def _run_search(study, args, base, split_files, trainable, resources, concurrent, experiment, output, start):
+def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name: str, tune_config=None):
+    from ray import tune
+
+    resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker)
+    # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. It asks for 1 MB
+    # of memory and no CPU: a CPU share per driver would fragment the nodes so that no Train worker fits
+    # (on 2 CPUs, two trials holding 0.01 each leave no whole CPU: every trial waits forever).
+    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 1e6})
+    return tune.Tuner(
+        trainable, param_space={"base": base.to_dict(), "resources": resources, **space},
+        tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=name, storage_path=str(output),
+                                  failure_config=tune.FailureConfig(max_failures=args.max_failures), verbose=0),
+    )
+
+
+def _run_search(study, args, base, split_files, state, state_file, request, output, report_dir, start):
     """Optuna TPE over lambda and learning rate with ASHA early stopping, selecting on validation
-    accuracy only (the test metrics are recorded, never used to choose)."""
+    accuracy only (the test metrics are recorded, never used to choose). A finished search prints its
+    stored result; an unfinished one continues with --resume (Tune restores the searcher)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
-    fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": int(str(args.seeds).split(",")[0])}
-    tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment}
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"base": base.to_dict(), "resources": resources, "fixed": fixed, "tags": tags, "search": space},
-        tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(metric="val_acc", mode="max", seed=int(str(args.seeds).split(",")[0])),
+    experiment = base.run.experiment
+    if state is not None and state.get("complete"):
+        frame = pd.read_csv(report_dir / "search.csv")
+        print(f"search {experiment}: all {len(frame)} trials already finished; nothing to train")
+        _print_search(frame, args, start)
+        return frame
+    path = output / "search"
+    if state is not None and not args.resume:
+        raise ValueError(f"{output} holds an unfinished search; pass --resume to continue it, or --experiment NAME")
+    seed = int(str(args.seeds).split(",")[0])
+    output.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"request": request}, indent=1))
+    _start_ray(args)
+    concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
+    if state is not None and tune.Tuner.can_restore(str(path)):
+        _check_trusted(path)
+        print(f"resuming search {experiment}", flush=True)
+        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(trial, {"CPU": 0, "memory": 1e6}),
+                                   resume_errored=True)
+    else:
+        space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
+        fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": seed}
+        tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment}
+        tune_config = tune.TuneConfig(
+            search_alg=OptunaSearch(metric="val_acc", mode="max", seed=seed),
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2,
                                     max_t=max(base.optim.epochs, 1) + 1),
-            metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name="tune", storage_path=str(output / experiment), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=args.max_failures)),
-    )
+            metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent)
+        tuner = _tuner(args, base, {"fixed": fixed, "tags": tags, "search": space}, concurrent, output, "search",
+                       tune_config)
     results = tuner.fit()
+    train_root = Path(base.run.output)
     rows = []
     for r in results:
+        if not r.config or "search" not in r.config:
+            continue
         m = r.metrics or {}
-        rows.append({"trial": r.path.split("/")[-1] if r.path else "", "lambda": r.config["search"]["optim__lam"],
+        name = f"search_{m.get('trial_id', '')}"
+        rows.append({"trial": Path(r.path).name if r.path else "", "lambda": r.config["search"]["optim__lam"],
                      "lr": r.config["search"]["optim__lr"], "best_val_acc": m.get("best_val_acc", m.get("val_acc")),
                      "epochs_run": m.get("training_iteration"), "test_acc": m.get("test_acc"),
-                     "status": "error" if r.error else "ok"})
+                     "status": "error" if r.error else ("ok" if m.get("training_iteration") else "missing"),
+                     "run.name": name})
     frame = pd.DataFrame(rows).sort_values("best_val_acc", ascending=False)
-    best = frame.iloc[0]
-    print(f"\nOptuna TPE + ASHA over lambda and lr on {args.dataset} ({len(frame)} trials, selected on validation "
-          f"accuracy)  [{time.time() - start:.0f} s]")
-    print(frame.to_string(index=False))
-    print(f"selected: lambda {best['lambda']:.3f}, lr {best['lr']:.2e} (val acc {best['best_val_acc']:.3f})")
-    report_dir = Path("reports") / experiment
+    _close_leftovers(base.run.mlflow_uri, train_root, frame.assign(status="stopped"))
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "search.csv", index=False)
+    complete = len(frame) == args.samples and (frame["status"] == "ok").all()
+    state_file.write_text(json.dumps({"request": request, "complete": bool(complete)}, indent=1))
+    _print_search(frame, args, start)
     return frame
 
 
-def _write_reports(experiment: str, args, report_dir: Path) -> None:
+def _print_search(frame: pd.DataFrame, args, start: float) -> None:
+    best = frame.iloc[0]
+    print(f"\nOptuna TPE + ASHA over lambda and lr on {args.dataset} ({len(frame)} trials, selected on validation "
+          f"accuracy)  [{time.time() - start:.0f} s]")
+    print(frame.drop(columns=["run.name"], errors="ignore").to_string(index=False))
+    print(f"selected: lambda {best['lambda']:.3f}, lr {best['lr']:.2e} (val acc {best['best_val_acc']:.3f})")
+
+
+def _write_reports(experiment: str, uri: str, report_dir: Path) -> None:
     try:
         from analysis.report import write_reports
     except ImportError:
         return
-    write_reports(experiment, args.mlflow_uri, report_dir)
-
-
+    try:
+        write_reports(experiment, uri, report_dir)
+    except Exception as e:  # noqa: BLE001 - the trials are done and trials.csv is written; say what failed
+        print(f"WARNING: the paper tables were not written ({type(e).__name__}: {str(e)[:300]}); rerun "
+              f"`python -m analysis.report --experiment {experiment} --mlflow-uri {uri}` once MLflow is reachable",
+              file=sys.stderr)
