@@ -109,7 +109,8 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
         root = Path(args.data_root).resolve() if args.data_root else None
     if not (cache / "index.csv").exists():
         if root is None:
-            raise SystemExit(f"error: {cache}/index.csv not found; pass --data-root <videos> to prepare it once")
+            raise FileNotFoundError(f"{cache}/index.csv not found; pass --data-root <videos> to prepare it once "
+                                    "(or --cache <prepared cache>)")
         print(f"preparing {root} into {cache} ...", flush=True)
         prepare(root, cache, PrepareConfig(dataset="e6" if dataset == "e6" else "ve8",
                                            short_side=56 if dataset == "synth" else 128))
@@ -118,7 +119,7 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
         official = split_dir / "official.csv"
         if not official.exists():
             if root is None:
-                raise SystemExit(f"error: {official} not found; pass --data-root with trainlist.txt/testlist.txt")
+                raise FileNotFoundError(f"{official} not found; pass --data-root with trainlist.txt/testlist.txt")
             make_splits(load_index(cache), split_dir, train_list=root / "trainlist.txt", test_list=root / "testlist.txt")
         return cache, [official], truth
     files = sorted(split_dir.glob("split_*.csv"))

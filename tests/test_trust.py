@@ -1,0 +1,198 @@
+"""Results you can trust (issue 10): prediction sees the pixels training saw, non-videos are refused,
+MLflow statuses and epoch numbers say what happened, and a wrong request is refused before it runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from vaanet.config import flag_overrides, load_config
+from vaanet.models import ModelConfig, VAANet, build_model, resnet3d
+from vaanet.predict import predict_video
+from vaanet.train import fit_local
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _old_format_weights(path: Path) -> Path:
+    """A fake resnet-10-kinetics.pth in Hara's old layout: random tensors, 'module.' keys, 400-way fc."""
+    torch.manual_seed(7)
+    net = resnet3d(10, width=0.125, num_classes=400)
+    sd = {f"module.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 200, "arch": "resnet-10", "state_dict": sd, "optimizer": {}}, path)
+    return path
+
+
+def test_predict_sees_the_pixels_training_saw(synth_root, synth_cache, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    weights = _old_format_weights(tmp_path / "resnet-10-kinetics.pth")
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "model.visual_weights": str(weights)})
+    assert cfg.model.pixel_normalization is None  # nothing set: the weights decide
+    fit_local(cfg, tmp_path / "run")
+    best = tmp_path / "run" / "checkpoints" / "best" / "best_model.pt"
+    saved = torch.load(best, weights_only=True)["config"]["model"]
+    assert saved["pixel_normalization"] == "kinetics400_0_255"  # the effective config is what is saved
+    client = MlflowClient(cfg.run.mlflow_uri)
+    run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
+    assert run.data.params["model.pixel_normalization"] == "kinetics400_0_255"
+    # every test video: `vaanet predict` gives the class probabilities the evaluation inside training gave
+    evaluated = pd.read_csv(tmp_path / "run" / "artifacts" / "test_predictions.csv", dtype={"video_id": str})
+    index = pd.read_csv(synth_cache / "index.csv", dtype={"video_id": str}).set_index("video_id")
+    classes = cfg.data.classes
+    for _, row in evaluated.head(3).iterrows():
+        result = predict_video(index.loc[row["video_id"], "path"], best)
+        np.testing.assert_allclose([result["probabilities"][c] for c in classes],
+                                   [row[f"p_{c}"] for c in classes], atol=1e-4)
+
+
+def test_constructor_reads_no_file_and_builder_records_normalization(tmp_path):
+    weights = _old_format_weights(tmp_path / "w.pth")
+    kw = dict(depth=10, width=0.125, segments=2, frames=4, crop_size=32, audio=False, audio_attention=False)
+    with pytest.raises(ValueError, match="use vaanet.models.build_model"):
+        VAANet(ModelConfig(visual_weights=str(weights), **kw))
+    model = build_model(ModelConfig(visual_weights=str(weights), **kw))
+    assert model.cfg.pixel_normalization == "kinetics400_0_255" and model.cfg.visual_weights == str(weights)
+    assert build_model(ModelConfig(**kw)).cfg.pixel_normalization == "kinetics700_0_1"  # the default, recorded
+    rebuilt = VAANet(model.cfg.__class__(**{**model.cfg.__dict__, "visual_weights": None}))
+    torch.testing.assert_close(rebuilt.pixel_mean, model.pixel_mean)
+
+
+def _write_video(path: Path, frames: int) -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            img = np.full((48, 64, 3), 20 * i % 255, np.uint8)
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def test_predict_refuses_what_is_not_a_video(reference_run, tmp_path):
+    import matplotlib.pyplot as plt
+
+    _, _, ref_tmp = reference_run
+    ckpt = ref_tmp / "run" / "checkpoints" / "best"
+    (tmp_path / "notes.txt").write_text("hello")
+    plt.imsave(tmp_path / "photo.png", np.random.default_rng(0).random((48, 64, 3)))
+    still = _write_video(tmp_path / "still.mp4", frames=1)
+    for path, message in [(tmp_path / "notes.txt", "is not a video file"), (tmp_path / "photo.png", "is an image"),
+                          (still, "single still frame")]:
+        with pytest.raises(ValueError, match=message):
+            predict_video(path, ckpt)
+        r = subprocess.run([sys.executable, "-m", "vaanet.cli", "predict", str(path), "--checkpoint", str(ckpt)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+        assert not list(Path.cwd().glob(f"{path.stem}_attention.png"))
+
+
+def test_resumed_run_is_running_while_it_trains_and_epochs_count_from_one(synth_root, synth_cache, tmp_path,
+                                                                           monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from vaanet.train import InjectedFailure
+    from vaanet.train.tracking import Tracker
+
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"run.fail_at_epoch": 1})
+    with pytest.raises(InjectedFailure):
+        fit_local(cfg, tmp_path / "run")
+    client = MlflowClient(cfg.run.mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FAILED"
+    seen = []
+    original = Tracker.log_metrics
+
+    def spy(self, metrics, step):
+        seen.append(client.get_run(self.run_id).info.status)
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(Tracker, "log_metrics", spy)
+    final = fit_local(cfg, tmp_path / "run")
+    assert seen and set(seen) == {"RUNNING"}  # while the resumed run trains
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    # one convention: epochs count from 1 on the console, in MLflow steps and in best_epoch
+    out = capsys.readouterr().out
+    assert "epoch   3/3" in out and "epoch   0/" not in out
+    assert f"test (model of epoch {final['best_epoch']})" in out and 1 <= final["best_epoch"] <= 3
+    for key in ("val_acc", "best_val_acc"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3]  # no stray step 0
+    assert client.get_run(run.info.run_id).data.metrics["best_epoch"] == final["best_epoch"]
+
+
+def test_non_finite_values_and_unsafe_names_are_refused():
+    for bad in ("optim.lr=.inf", "optim.lr=nan", "optim.lam=-.inf"):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            load_config(None, [bad])
+    for name in ("../../etc", "a/b", ".hidden", "x..y"):
+        with pytest.raises(ValueError, match="not a valid name"):
+            load_config(None, [f"run.name={name}"])
+    with pytest.raises(ValueError, match="temporal_views must be >= 1"):
+        load_config(None, ["data.temporal_views=0"])  # sampling values: found here, not in a loader worker
+
+
+def test_flags_are_set_shorthands_and_conflicts_are_errors():
+    assert flag_overrides(["optim.lr=0.1"], {"optim.epochs": ("--epochs", 3), "run.mlflow_uri": ("--mlflow-uri", None)}) \
+        == ["optim.lr=0.1", "optim.epochs=3"]
+    assert flag_overrides(["optim.epochs=3"], {"optim.epochs": ("--epochs", 3)}) == ["optim.epochs=3", "optim.epochs=3"]
+    with pytest.raises(ValueError, match="--epochs 3 and --set optim.epochs=5 disagree"):
+        flag_overrides(["optim.epochs=5"], {"optim.epochs": ("--epochs", 3)})
+
+
+def test_non_finite_loss_stops_the_run_as_failed(synth_root, synth_cache, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from vaanet.losses import PCCELoss
+    from vaanet.train.loop import NonFiniteLoss
+
+    monkeypatch.setattr(PCCELoss, "forward", lambda self, logits, target: logits.sum() * float("nan"))
+    cfg = tiny_config(synth_root, synth_cache, tmp_path)
+    with pytest.raises(NonFiniteLoss, match="epoch 1, batch 1"):
+        fit_local(cfg, tmp_path / "run")
+    client = MlflowClient(cfg.run.mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+STUDY_ERRORS = [
+    (["--set", "model.preset=VSX"], "sets model.preset per row"),
+    (["--set", "model.depth=7"], "depth must be one of"),
+    (["--set", "optim.lr=nan"], "must be a finite number"),
+    (["--set", "optim.lr=.inf"], "must be a finite number"),
+    (["--set", "data.temporal_views=0"], "temporal_views must be >= 1"),
+    (["--set", "run.name=../../etc"], "use (one per trial)"),
+    (["--experiment", "../x"], "not a valid name"),
+    (["--epochs", "3", "--set", "optim.epochs=5"], "disagree"),
+    (["--dataset", "ve8"], "pass --data-root"),
+]
+
+
+@pytest.mark.parametrize("extra,message", STUDY_ERRORS, ids=[" ".join(e) for e, _ in STUDY_ERRORS])
+def test_study_request_errors_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, extra, message):
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--output", str(tmp_path / "runs"), *extra])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "experiments" / "ablation.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error:") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()  # nothing generated or started
+
+
+def test_study_request_error_from_the_shell_has_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "experiments" / "ablation.py"), "--set", "optim.lr=nan"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"})
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
