@@ -1,6 +1,7 @@
 """Studies through Ray Tune: a local study with a failed trial, refused rerun, resume and a no-op rerun;
 a real two-node Ray cluster on this machine; the cluster launcher config against Ray's schema."""
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -19,7 +20,7 @@ TINY = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "mod
 def _study(script, synth_root, synth_cache, tmp_path, *extra, env=None, timeout=420):
     args = [sys.executable, str(REPO / "experiments" / script), "--dataset", "synth", "--data-root", str(synth_root),
             "--cache", str(synth_cache), "--splits", "2", "--epochs", "1", "--mlflow-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}", "--output", str(tmp_path / "runs"), *TINY, *extra]
+            f"sqlite:///{tmp_path / 'tracking.db'}", "--output", str(tmp_path / "runs"), *TINY, *extra]
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", **(env or {})}
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -27,7 +28,7 @@ def _study(script, synth_root, synth_cache, tmp_path, *extra, env=None, timeout=
 def _runs(tmp_path, experiment):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id]) if exp else []
 
@@ -44,17 +45,23 @@ def test_cluster_config_matches_the_launcher_schema():
 
 def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, tmp_path):
     # every trial fails once at its first epoch, and no retries are allowed: the study is left unfinished
+    # (--set optim.lam=1.0 replaces the study's default 0.5: announced and recorded, never silent)
+    lam = ("--set", "optim.lam=1.0")
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
-               "--set", "run.fail_at_epoch=0")
+               "--set", "run.fail_at_epoch=0", *lam)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 trials failed or are missing" in r.stderr
+    assert "--set optim.lam=1.0 replaces the main_comparison study's default optim.lam=0.5" in r.stdout
     # rerunning without --resume refuses to touch it
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
-               "--set", "run.fail_at_epoch=0")
+               "--set", "run.fail_at_epoch=0", *lam)
     assert r.returncode != 0 and "pass --resume" in r.stdout + r.stderr
-    # --resume (Tuner.restore) retries the errored trials; the injected failure does not recur
+    # other settings than the stored study's are refused, naming the differing keys
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--set", "optim.lr=0.5", *lam, "--resume")
+    assert r.returncode == 2 and re.search(r"optim.lr: [0-9.e-]+ -> 0.5", r.stderr), r.stderr
+    # --resume reruns the unfinished trials, each from its own run folder; the injected failure does not recur
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--max-failures", "0",
-               "--set", "run.fail_at_epoch=0", "--resume")
+               "--set", "run.fail_at_epoch=0", *lam, "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming study main_comparison-synth: 0/2" in r.stdout
     table_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
@@ -63,11 +70,15 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     finished = [x for x in runs if x.info.status == "FINISHED"]
     assert len(finished) == 2 and {x.data.tags["split"] for x in finished} == {"split_00", "split_01"}
     assert all(x.data.tags["study"] == "main_comparison" and x.data.tags["table"] == "1" for x in finished)
-    assert all(x.info.status == "FAILED" for x in runs if x not in finished)
-    reports = tmp_path / "reports" / "main_comparison-synth"
+    assert all(x.data.params["optim.lam"] == "1.0" and x.data.tags["study_overrides"] == "optim.lam=1.0"
+               for x in finished)
+    assert len(runs) == 2  # the attempts killed before their first checkpoint were replaced, not doubled
+    # the closing report read the --mlflow-uri store, and went under the study's folder
+    reports = tmp_path / "runs" / "main_comparison-synth" / "reports"
     assert (reports / "trials.csv").exists() and "VAANet (this run)" in (reports / "table1_synth.md").read_text()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "reports").exists()
     # a finished study does no training
-    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path)
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, *lam)
     assert r.returncode == 0 and "nothing to train" in r.stdout
     assert len(_runs(tmp_path, "main_comparison-synth")) == len(runs)
 

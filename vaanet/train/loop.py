@@ -351,7 +351,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
                         logits = model(visual, audio).logits
                     loss = criterion(logits.float(), target)
                     if not torch.isfinite(loss):
-                        raise NonFiniteLoss(f"training loss is {float(loss)} at epoch {epoch + 1}, batch {step + 1} "
+                        raise NonFiniteLoss(f"training loss is {float(loss.detach())} at epoch {epoch + 1}, batch {step + 1} "
                                             f"(optim.lr={cfg.optim.lr:g}); lower the learning rate or check the inputs")
                     (loss * len(target) / total).backward()
                 loss_sum += loss.detach() * len(target)

@@ -203,6 +203,7 @@ def _check_trusted(folder: Path) -> None:
 
 
 # ---- the trial ---------------------------------------------------------------------------------------
+DONE = ("ok", "stopped")  # a trial trained to the end, or was stopped early by the scheduler (a search)
 ERROR_FILE = "error.txt"  # in a run folder: why its last attempt failed for good
 
 
@@ -346,7 +347,7 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(int((frame["status"] != "ok").any()))
+    sys.exit(int((~frame["status"].isin(DONE)).any()))
 
 
 def _start_ray(args) -> None:
@@ -503,13 +504,13 @@ def _run_search(study, args, base, split_files, state, state_file, request, outp
         rows.append({"trial": Path(r.path).name if r.path else "", "lambda": r.config["search"]["optim__lam"],
                      "lr": r.config["search"]["optim__lr"], "best_val_acc": m.get("best_val_acc", m.get("val_acc")),
                      "epochs_run": m.get("training_iteration"), "test_acc": m.get("test_acc"),
-                     "status": "error" if r.error else ("ok" if m.get("training_iteration") else "missing"),
+                     "status": "error" if r.error else ("ok" if "test_acc" in m else "stopped"),  # stopped: ASHA
                      "run.name": name})
     frame = pd.DataFrame(rows).sort_values("best_val_acc", ascending=False)
     _close_leftovers(base.run.mlflow_uri, train_root, frame.assign(status="stopped"))
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "search.csv", index=False)
-    complete = len(frame) == args.samples and (frame["status"] == "ok").all()
+    complete = len(frame) == args.samples and frame["status"].isin(DONE).all()
     state_file.write_text(json.dumps({"request": request, "complete": bool(complete)}, indent=1))
     _print_search(frame, args, start)
     return frame
