@@ -340,10 +340,10 @@ def _results(args: list, workers: int):
     try:
         yield from (f.result() for f in as_completed([pool.submit(_run, a) for a in args]))
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        if hasattr(pool, "kill_workers"):  # Python >= 3.14
+        # before shutdown, which forgets the processes; Python < 3.14 has no public kill_workers()
+        if hasattr(pool, "kill_workers"):
             pool.kill_workers()
-        else:  # what kill_workers does
+        else:
             for proc in list((pool._processes or {}).values()):
                 proc.kill()
         raise
