@@ -61,7 +61,7 @@ def test_rotated_phone_video_is_cached_upright(tmp_path):
     write_video(tmp_path / "v" / "Joy" / "phone.mp4", [stored] * 5, [i / 10 for i in range(5)],
                 rotation=-90)  # ... and flagged "rotate 90" (clockwise on display), as ffprobe shows it
     index = prepare(tmp_path / "v", tmp_path / "c", PrepareConfig(short_side=36, workers=1), **QUIET)
-    frames = np.load(index["frames_file"][0])
+    frames = np.load(tmp_path / "c" / index["frames_file"][0])  # absolute now; relative before
     assert frames.shape == (5, 64, 36, 3)  # portrait, not sideways
     red = (frames[0, :, :, 0] > 150) & (frames[0, :, :, 1] < 100)
     ys, xs = np.nonzero(red)
@@ -78,7 +78,7 @@ def test_variable_frame_rate_is_sampled_by_presentation_time(tmp_path):
     for fps in (None, 10.0):
         out = tmp_path / f"c{fps}"
         row = prepare(tmp_path / "v", out, PrepareConfig(short_side=32, fps=fps, workers=1), **QUIET).iloc[0]
-        frames = np.load(row["frames_file"])
+        frames = np.load(out / row["frames_file"])
         assert 3.8 < len(frames) / row["fps"] <= 4.0 + 1e-6  # up to the last frame (3.8 s) and its duration
         shown = (frames.reshape(len(frames), -1).mean(1) - 5) / 60  # the source time each frame shows
         for k, s in enumerate(shown):
