@@ -258,16 +258,26 @@ def decode_audio(path: str, sample_rate: int) -> np.ndarray | None:
     return samples if samples.size else None
 
 
+def _finished(job: Job, out: Path) -> dict | None:
+    """The index row of a video whose cache folder is complete, else None."""
+    folder = out / "videos" / job.video_id
+    if not all((folder / f).exists() for f in ("meta.json", "frames.npy", "mfcc.npy")):
+        return None
+    row = json.loads((folder / "meta.json").read_text())
+    if (row.get("class_name"), Path(row.get("path", "")).name) != (job.class_name, Path(job.path).name):
+        return None
+    return {**row, "path": job.path}  # the data root may have moved since
+
+
 def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
     """Decode one video into its cache folder; returns its index row. Raises on unusable input."""
     folder = out / "videos" / job.video_id
     meta_file = folder / "meta.json"
-    done = all((folder / f).exists() for f in ("meta.json", "frames.npy", "mfcc.npy"))
-    if done:  # finished by an earlier (possibly killed) run
-        row = json.loads(meta_file.read_text())
-        if (row.get("class_name"), Path(row.get("path", "")).name) == (job.class_name, Path(job.path).name):
-            return {**row, "path": job.path}  # the data root may have moved since
-        shutil.rmtree(folder)  # another video's folder (ids of an older version collided): redo
+    row = _finished(job, out)
+    if row is not None:  # finished by an earlier (possibly killed) run
+        return row
+    if folder.exists():  # partial, or another video's (ids of an older version collided): redo
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames, fps, duration = decode_video(job.path, cfg.short_side, cfg.fps)
     samples = decode_audio(job.path, cfg.sample_rate)
@@ -370,25 +380,31 @@ def prepare(root: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfi
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(settings, indent=1))
     rows, finished = [], set()
+
+    def collect(job: Job, row: dict | None, error: str | None) -> None:
+        finished.add(job.video_id)
+        if error:
+            failures.append(dict(video_id=job.video_id, class_name=job.class_name, path=job.path, reason=error))
+        elif cfg.drop_no_audio and not row["has_audio"]:
+            failures.append(dict(video_id=job.video_id, class_name=job.class_name, path=job.path,
+                                 reason="no audio track (dropped: drop_no_audio)"))
+        else:
+            rows.append(row)
+
     interrupted = False
     results = _results([(j, out, cfg) for j in jobs], cfg.workers)
     try:
-        for job, row, error in _progress(results, len(jobs)):
-            finished.add(job.video_id)
-            if error:
-                failures.append(dict(video_id=job.video_id, class_name=job.class_name, path=job.path, reason=error))
-            elif cfg.drop_no_audio and not row["has_audio"]:
-                failures.append(dict(video_id=job.video_id, class_name=job.class_name, path=job.path,
-                                     reason="no audio track (dropped: drop_no_audio)"))
-            else:
-                rows.append(row)
+        for result in _progress(results, len(jobs)):
+            collect(*result)
     except KeyboardInterrupt:
         interrupted = True
         results.close()  # kills the workers, if Ctrl-C came while this loop (not the pool) was running
-        for job in jobs:  # a video cut off mid-way is not done: leave no partial folder behind
-            folder = out / "videos" / job.video_id
-            if job.video_id not in finished and folder.exists() and not (folder / "meta.json").exists():
-                shutil.rmtree(folder, ignore_errors=True)
+        for job in (j for j in jobs if j.video_id not in finished):
+            row = _finished(job, out)  # completed on disk, its result not yet received
+            if row is not None:
+                collect(job, row, None)
+            else:  # cut off mid-way: not done, and no partial folder left behind
+                shutil.rmtree(out / "videos" / job.video_id, ignore_errors=True)
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values(["label", "video_id"]).reset_index(drop=True)
     pd.DataFrame(failures, columns=["video_id", "class_name", "path", "reason"]).to_csv(out / FAILURES_FILE, index=False)
     tmp = out / (INDEX_FILE + ".tmp")
