@@ -27,6 +27,9 @@ def _prepare(a):
     except NothingPrepared as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # prepare stopped its workers and wrote the index of what is done
+        print(f"interrupted: {a.out} is consistent; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 def _splits(a):

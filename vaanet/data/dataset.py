@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .ingest import MANIFEST_FILE, load_index
 from .sampling import aligned_audio_indices, crop_origin, reference_audio_indices, snippet_indices
-from .splits import load_split
+from .splits import check_disjoint, load_split
 
 
 @dataclass
@@ -60,6 +60,7 @@ class VideoEmotionDataset(Dataset):
         self.visual, self.audio = visual, audio
         index = load_index(self.cache).set_index("video_id")
         frame = split if isinstance(split, pd.DataFrame) else load_split(split)
+        check_disjoint(frame, "the split DataFrame" if isinstance(split, pd.DataFrame) else split)
         ids = frame.loc[frame["subset"] == subset, "video_id"].tolist()
         missing = [v for v in ids if v not in index.index]
         if missing:

@@ -5,6 +5,10 @@
 In both, a stratified validation subset is carved out of train, so model selection never looks at
 the test set (the reference code selected its best epoch on test). Everything is a pure function of
 the index and the seed; the files are sorted, so the same seed gives the same bytes.
+
+Checked when written: no video in two subsets, and a validation subset that is not empty (training
+selects its epoch on it) unless ``val_fraction`` is 0; classes left without a validation video are
+named in a warning.
 """
 from __future__ import annotations
 
@@ -85,8 +89,34 @@ def official_split(index: pd.DataFrame, train_list: str | Path, test_list: str |
     return frame[["video_id", "label", "class_name", "subset"]].sort_values("video_id", ignore_index=True)
 
 
+def check_disjoint(frame: pd.DataFrame, path: str | Path) -> None:
+    """Raise when a video id is listed more than once (so possibly in two subsets) in split ``path``."""
+    dups = frame.loc[frame["video_id"].duplicated(keep=False)]
+    if len(dups):
+        where = {v: sorted(set(g["subset"])) for v, g in dups.groupby("video_id")}
+        raise ValueError(f"{path}: {len(where)} video ids occur more than once (subsets {dict(list(where.items())[:5])}); "
+                         f"a video must be in one subset only - the index has duplicate ids, prepare it again "
+                         f"with this version of vaanet and make the splits anew")
+
+
+def _check_val(frame: pd.DataFrame, path: Path, val_fraction: float, log) -> None:
+    if val_fraction == 0:  # asked for: no model selection data (benchmarks); training needs one
+        log(f"note: {path} has no validation subset (val_fraction 0); training needs one")
+        return
+    has_val = set(frame.loc[frame["subset"] == "val", "class_name"])
+    if not has_val:
+        raise ValueError(f"{path}: the validation subset would be empty (val_fraction {val_fraction} of "
+                         f"{int((frame['subset'] == 'train').sum())} training videos); raise --val-fraction or add videos")
+    train = frame.loc[frame["subset"] == "train", "class_name"]
+    lacking = sorted(set(train) - has_val)
+    if lacking:
+        log(f"WARNING: {path}: no validation video of class(es) {lacking} (too few videos); validation "
+            f"accuracy will not see them - raise --val-fraction or add videos of these classes")
+
+
 def write_split(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
+    check_disjoint(frame, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     frame.to_csv(tmp, index=False, lineterminator="\n")
@@ -96,17 +126,22 @@ def write_split(frame: pd.DataFrame, path: str | Path) -> Path:
 
 def make_splits(index: pd.DataFrame, out_dir: str | Path, n: int = 10, seed: int = 0, val_fraction: float = 0.1,
                 test_fraction: float = 1 / 3, train_list=None, test_list=None, log=print) -> list[Path]:
-    """Write ``split_00.csv`` ... (random) or ``official.csv`` (lists given) under ``out_dir``."""
+    """Write ``split_00.csv`` ... (random) or ``official.csv`` (lists given) under ``out_dir``. Raises
+    before writing anything when a split would be unusable (see the module doc)."""
     out_dir = Path(out_dir)
     if train_list or test_list:
         if not (train_list and test_list):
             raise ValueError("an official split needs both --train-list and --test-list")
-        paths = [write_split(official_split(index, train_list, test_list, seed, val_fraction, log), out_dir / "official.csv")]
+        frames = {out_dir / "official.csv": official_split(index, train_list, test_list, seed, val_fraction, log)}
     else:
         if n < 1:
             raise ValueError(f"number of splits must be >= 1, got {n}")
-        paths = [write_split(stratified_split(index, seed, i, test_fraction, val_fraction), out_dir / f"split_{i:02d}.csv")
-                 for i in range(n)]
+        frames = {out_dir / f"split_{i:02d}.csv": stratified_split(index, seed, i, test_fraction, val_fraction)
+                  for i in range(n)}
+    for p, frame in frames.items():
+        check_disjoint(frame, p)
+        _check_val(frame, p, val_fraction, log)
+    paths = [write_split(frame, p) for p, frame in frames.items()]
     for p in paths:
         counts = pd.read_csv(p)["subset"].value_counts().reindex(list(SUBSETS), fill_value=0)
         log(f"{p}: " + ", ".join(f"{s} {c}" for s, c in counts.items()))
