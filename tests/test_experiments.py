@@ -108,3 +108,26 @@ def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp
         assert len({x.data.tags["ray_node_id"] for x in runs}) == 2  # one trial's worker on each node
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_optuna_search_resumes_reruns_and_leaves_no_running_run(synth_root, synth_cache, tmp_path):
+    search = ("--search", "optuna", "--samples", "2", "--splits", "1", "--epochs", "2")
+    # both trials fail once at their first epoch, no retries: the search is left unfinished
+    r = _study("lambda_sweep.py", synth_root, synth_cache, tmp_path, *search, "--max-failures", "0",
+               "--set", "run.fail_at_epoch=0")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    r = _study("lambda_sweep.py", synth_root, synth_cache, tmp_path, *search, "--set", "run.fail_at_epoch=0")
+    assert r.returncode == 2 and "unfinished search; pass --resume" in r.stderr, r.stderr
+    # --resume restores Tune's searcher and reruns the errored trials (the injected failure does not recur)
+    r = _study("lambda_sweep.py", synth_root, synth_cache, tmp_path, *search, "--set", "run.fail_at_epoch=0", "--resume")
+    assert r.returncode == 0 and "resuming search lambda_sweep-synth" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "selected: lambda" in r.stdout
+    runs = _runs(tmp_path, "lambda_sweep-synth")
+    assert not [x for x in runs if x.info.status == "RUNNING"]  # ASHA-stopped trials end KILLED
+    finished = [x for x in runs if x.info.status == "FINISHED"]
+    assert finished and all(x.info.status in ("FINISHED", "KILLED", "FAILED") for x in runs)
+    assert all("test_acc" not in x.data.metrics for x in runs if x.info.status == "KILLED")
+    # a finished search reruns as a no-op that prints its stored result
+    r = _study("lambda_sweep.py", synth_root, synth_cache, tmp_path, *search, "--set", "run.fail_at_epoch=0")
+    assert r.returncode == 0 and "already finished; nothing to train" in r.stdout and "selected: lambda" in r.stdout
+    assert len(_runs(tmp_path, "lambda_sweep-synth")) == len(runs)
