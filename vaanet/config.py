@@ -81,6 +81,10 @@ class RunConfig:
     tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis
 
     def __post_init__(self):
+        if self.mlflow_uri:  # credentials never live in a config (params, checkpoints, Tune's files)
+            from .train.tracking import take_credentials
+
+            self.mlflow_uri = take_credentials(self.mlflow_uri)
         for key in ("name", "experiment"):  # both become folder names under run.output
             check_name(getattr(self, key), f"run.{key}")
         if self.threads < 0:

@@ -8,12 +8,47 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import vaanet
+
+
+def take_credentials(uri: str) -> str:
+    """``http://user:pass@host`` -> ``http://host``, the user and password moved to MLflow's own
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of this process (Ray workers started from it
+    inherit them). The URI without user-info is what configs, params, checkpoints and logs hold."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server that does not answer is reported in one line within seconds, not after the
+    client's retries (minutes)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or auth in front of /health): reachable
+    except OSError as e:
+        raise ConnectionError(f"the MLflow server at {uri} does not answer ({getattr(e, 'reason', e)}); start it "
+                              "(mlflow server ...) or pass another --mlflow-uri") from None
 
 
 def default_tracking_uri(folder: str | Path = ".") -> str:
@@ -26,6 +61,7 @@ def ensure_experiment(uri: str | None, experiment: str) -> str:
     """Create the tracking store and the experiment once, in the driver, before parallel trials race to."""
     from mlflow.tracking import MlflowClient
 
+    check_reachable(uri or "")
     client = MlflowClient(tracking_uri=uri or default_tracking_uri())
     exp = client.get_experiment_by_name(experiment)
     return exp.experiment_id if exp else client.create_experiment(experiment)

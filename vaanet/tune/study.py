@@ -344,10 +344,10 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
     args = (parser or study_parser(description)).parse_args()
     try:
         frame = run_study(study, args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(int((~frame["status"].isin(DONE)).any()))
+    sys.exit(int((~frame["status"].isin(DONE)).any() or not frame.attrs.get("reported", True)))
 
 
 def _start_ray(args) -> None:
@@ -362,7 +362,10 @@ def _start_ray(args) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # each worker print reached the log twice
     if not address:  # no spot instances on a local machine: no preemption watcher actor per run
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
+    env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
+    ray.init(address=address, log_to_driver=True, logging_level="WARNING",
+             runtime_env={"env_vars": env} if env else None)
 
 
 def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
@@ -435,7 +438,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}", file=sys.stderr)
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
-    _write_reports(experiment, base.run.mlflow_uri, report_dir)
+    frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir)
     return frame
 
 
@@ -524,14 +527,18 @@ def _print_search(frame: pd.DataFrame, args, start: float) -> None:
     print(f"selected: lambda {best['lambda']:.3f}, lr {best['lr']:.2e} (val acc {best['best_val_acc']:.3f})")
 
 
-def _write_reports(experiment: str, uri: str, report_dir: Path) -> None:
+def _write_reports(experiment: str, uri: str, report_dir: Path) -> bool:
+    """The paper tables from MLflow; False (and one warning naming the command to rerun) when they
+    could not be written, which makes the study's exit status non-zero."""
     try:
         from analysis.report import write_reports
     except ImportError:
-        return
+        return True
     try:
         write_reports(experiment, uri, report_dir)
+        return True
     except Exception as e:  # noqa: BLE001 - the trials are done and trials.csv is written; say what failed
         print(f"WARNING: the paper tables were not written ({type(e).__name__}: {str(e)[:300]}); rerun "
               f"`python -m analysis.report --experiment {experiment} --mlflow-uri {uri}` once MLflow is reachable",
               file=sys.stderr)
+        return False
