@@ -77,8 +77,14 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     assert len(spec) == 1 + 8 + 3 + 1
     for line in [header] + body:
         assert line.endswith(r"\\") and line.count("&") == len(spec) - 1
-    assert r"\textbf{56.0 $\pm$ 1.4}" in tex and "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex
+    assert "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex and tex.startswith(r"\begin{table*}")
     assert tex.count(r"\begin{") == tex.count(r"\end{")
+    full = next(i for i, line in enumerate(body) if line.startswith("VS+VCW+VT+AT &"))
+    assert r"\textbf{56.0}" in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
+    assert r"\textbf{56.0}{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
+    assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1]
+    paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines() if line.startswith(r"\quad\textit{paper}"))
+    assert r"\textit{41.4}" in paper_row  # Table 3: AT's average in the paper
 
 
 def test_loss_table_paired_test(store):
