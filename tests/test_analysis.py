@@ -180,4 +180,37 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
     out = tmp_path / "figure3.png"
     assert figure3_main(videos + ["--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best"), "--out", str(out)]) == 0
     assert out.stat().st_size > 10000
+    from analysis.figures import run_title
+
+    cfg = reference_run[0]
+    title = run_title(ref_tmp / "run" / "checkpoints" / "best")
+    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # not a folder name
     assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
+
+
+def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    import vaanet.figures
+    from analysis.figures import confusion_figures
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("cm", artifact_location=str(tmp_path / "artifacts"))
+    runs = []
+    for k in (1, 2):
+        run = client.create_run(exp)
+        csv = tmp_path / f"{k}" / "confusion_matrix.csv"
+        csv.parent.mkdir()
+        pd.DataFrame([[k, 0], [1, k]], index=["Joy", "Fear"], columns=["Joy", "Fear"]).to_csv(csv)
+        client.log_artifact(run.info.run_id, str(csv))
+        runs.append(dict(run_id=run.info.run_id, status="FINISHED", preset="VS"))
+    drawn = []
+    real = vaanet.figures.draw_confusion
+    monkeypatch.setattr(vaanet.figures, "draw_confusion", lambda ax, m, c, t: (drawn.append((m, c, t)), real(ax, m, c, t)))
+    (path,) = confusion_figures(pd.DataFrame(runs), uri, tmp_path, "svg")
+    assert path.name == "confusion_VS.svg" and b"<svg" in path.read_bytes()[:500]
+    matrix, classes, title = drawn[0]
+    assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and title == "VS: summed over 2 runs"
+    assert "Downloading artifacts" not in capfd.readouterr().err  # analysis turns MLflow's progress bars off
