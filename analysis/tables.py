@@ -242,7 +242,7 @@ def _tex_cell(value, column: str, best: dict, std: str) -> tuple[str, str]:
     if value is None:
         return "", ""
     if column.startswith("p"):
-        return ("" if value != value else f"{value:.3f}"), ""
+        return ("" if value != value else f"{value:.3f}".removeprefix("0")), ""  # ".012", as papers print p
     mean, sd = (value[0], value[1]) if isinstance(value, tuple) else (value, None)
     if isinstance(value, tuple) and value[2] == 0:
         return "--", ""
@@ -267,7 +267,7 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
     labels = len(table.label_header)
     header = [_tex(h) for h in table.label_header] + [table.latex_headers.get(c, _tex(c)) for c in table.columns]
     lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize" if table.wide else r"\small",
-             rf"\setlength{{\tabcolsep}}{{{2 if table.wide else 3}pt}}",
+             rf"\setlength{{\tabcolsep}}{{{1.5 if table.wide else 2.5}pt}}",
              f"\\caption{{{_tex(table.caption)}}}", f"\\label{{tab:{table.name}}}",
              f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + 1)}}}", r"\toprule",
              " & ".join(header + ["$n$"]) + r" \\", r"\midrule"]
