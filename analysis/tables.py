@@ -271,8 +271,10 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
              f"\\caption{{{_tex(table.caption)}}}", f"\\label{{tab:{table.name}}}",
              f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + 1)}}}", r"\toprule",
              " & ".join(header + ["$n$"]) + r" \\", r"\midrule"]
+    previous = None
     for r in table.rows:
         label = [_tex(x) for x in (r["label"] if isinstance(r["label"], tuple) else (r["label"],))]
+        label, previous = ([""] + label[1:] if labels > 1 and label[0] == previous else label), label[0]  # as Table 5
         cells = [_tex_cell(r["cells"].get(c), c, best, std) for c in table.columns]
         ns = [v[2] for v in r["cells"].values() if isinstance(v, tuple)]
         n = (str(max(ns)) if ns else "--") + (r"$^\dagger$" if r["missing"] else "")

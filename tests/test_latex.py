@@ -89,3 +89,10 @@ def test_the_check_catches_a_table_too_wide(tmp_path):
             + " \\\\\n\\bottomrule\n\\end{tabular}\n\\end{table}\n")
     lines = overfull({"old": wide}, "article", tmp_path)["old"]
     assert lines and float(re.search(r"\(([\d.]+)pt too wide", lines[0]).group(1)) > 100
+
+
+def test_table5_names_each_attention_set_once():
+    table5 = next(t for t in build_tables(all_studies()) if t.name == "table5")
+    body = to_latex(table5).split(r"\midrule")[1].splitlines()
+    assert [line.split(" & ")[:2] for line in body if "CE &" in line] == [
+        ["VS+VCW+VT", "CE"], ["", "PCCE"], ["VS+VCW+VT+AT", "CE"], ["", "PCCE"]]
