@@ -53,7 +53,7 @@ def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], p
         ax.bar(np.arange(len(classes)) + i * width, means, width, label=p)
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, title="attentions", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars
+    ax.legend(fontsize=7, title="attentions", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # off bars
     fig.tight_layout()
     return _save(fig, path)
 
@@ -117,7 +117,8 @@ def run_title(checkpoint: str | Path) -> str:
     from vaanet.config import Config
 
     path = Path(checkpoint)
-    ckpt = torch.load(path / "best_model.pt" if path.is_dir() else path, map_location="cpu", weights_only=True, mmap=True)
+    path = path / "best_model.pt" if path.is_dir() else path
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     cfg = Config.from_dict(ckpt["config"])
     epoch = f", epoch {ckpt['epoch'] + 1}" if "epoch" in ckpt else ""
     return f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention{epoch}"

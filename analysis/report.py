@@ -23,8 +23,8 @@ from vaanet.train.tracking import default_tracking_uri  # noqa: E402
 
 from . import figures  # noqa: E402
 from .runs import load_runs  # noqa: E402
-from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table, loss_table,  # noqa: E402
-                     main_table, to_latex, to_markdown)
+from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table,  # noqa: E402
+                     loss_table, main_table, to_latex, to_markdown)
 
 TABLE_FORMATS, FIGURE_FORMATS = ("latex", "md"), ("png", "pdf", "svg")
 

@@ -83,7 +83,8 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     assert r"\textbf{56.0}" in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
     assert r"\textbf{56.0}{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
     assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1]
-    paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines() if line.startswith(r"\quad\textit{paper}"))
+    paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines()
+                     if line.startswith(r"\quad\textit{paper}"))
     assert r"\textit{41.4}" in paper_row  # Table 3: AT's average in the paper
 
 
@@ -126,7 +127,8 @@ def _rows():
     rng = np.random.default_rng(0)
     frames = lambda: (rng.random((4, 32, 32, 3)) * 255).astype("uint8")  # noqa: E731
     return [dict(frames=frames(), spatial=rng.dirichlet(np.ones(16), 4), temporal=np.array([0.1, 0.6, 0.2, 0.1]),
-                 predicted="Fear", true="Joy", probability=0.61, name="vid_1", key_segments=[1], box=(0.2, 0.3, 0.5, 0.6)),
+                 predicted="Fear", true="Joy", probability=0.61, name="vid_1", key_segments=[1],
+                 box=(0.2, 0.3, 0.5, 0.6)),
             dict(frames=frames(), spatial=rng.dirichlet(np.ones(16), 4), temporal=None, predicted="Joy", true="Joy",
                  name="vid_2")]
 
@@ -184,7 +186,7 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
 
     cfg = reference_run[0]
     title = run_title(ref_tmp / "run" / "checkpoints" / "best")
-    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # not a folder name
+    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # no folder name
     assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
 
 
@@ -208,7 +210,8 @@ def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
         runs.append(dict(run_id=run.info.run_id, status="FINISHED", preset="VS"))
     drawn = []
     real = vaanet.figures.draw_confusion
-    monkeypatch.setattr(vaanet.figures, "draw_confusion", lambda ax, m, c, t: (drawn.append((m, c, t)), real(ax, m, c, t)))
+    monkeypatch.setattr(vaanet.figures, "draw_confusion",
+                        lambda ax, m, c, t: (drawn.append((m, c, t)), real(ax, m, c, t)))
     (path,) = confusion_figures(pd.DataFrame(runs), uri, tmp_path, "svg")
     assert path.name == "confusion_VS.svg" and b"<svg" in path.read_bytes()[:500]
     matrix, classes, title = drawn[0]
