@@ -1,8 +1,12 @@
 """Figures from runs (lambda sweep, per-class bars, confusion matrices, attention vs truth) and from a
-checkpoint (the paper's Figure 3 for several videos)."""
+checkpoint (the paper's Figure 3 for several videos). The suffix of each path picks the format: png, or
+vector pdf / svg."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per downloaded artifact
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 150) -> Path:
+    """Save (the format from the suffix; dpi only matters for png) and close."""
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
 def lambda_figure(runs: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     ok = runs[runs["status"] == "FINISHED"].dropna(subset=["lam"])
@@ -27,9 +38,7 @@ def lambda_figure(runs: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs λ (mean ± std over splits)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], path: Path) -> Path:
@@ -44,16 +53,16 @@ def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], p
         ax.bar(np.arange(len(classes)) + i * width, means, width, label=p)
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, title="attentions", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # off bars
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path) -> list[Path]:
+def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str = "png") -> list[Path]:
     """Summed test confusion matrix per preset, from the runs' confusion_matrix.csv artifacts."""
     import mlflow
+
+    from vaanet.figures import draw_confusion
 
     plt = _plt()
     paths = []
@@ -70,18 +79,10 @@ def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path) -> list[Pa
             total = m if total is None else total + m
         if total is None:
             continue
-        fig, ax = plt.subplots(figsize=(1 + 0.55 * len(total), 1 + 0.55 * len(total)))
-        ax.imshow(total.values, cmap="Blues")
-        ax.set_xticks(range(len(total)), total.columns, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(total)), total.index, fontsize=7)
-        for (i, j), v in np.ndenumerate(total.values):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
-        ax.set_title(f"{preset}: summed over {len(part)} runs", fontsize=8)
+        fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(total), 1.5 + 0.55 * len(total)))
+        draw_confusion(ax, total.values, list(total.columns), f"{preset}: summed over {len(part)} runs")
         fig.tight_layout()
-        path = out / f"confusion_{preset.replace('+', '-')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"confusion_{preset.replace('+', '-')}.{fmt}"))
     return paths
 
 
@@ -104,16 +105,29 @@ def attention_truth_figure(runs: pd.DataFrame, order: list[str], path: Path) -> 
         ax.set_xticks(x, presets, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("share (%)")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def run_title(checkpoint: str | Path) -> str:
+    """``run <name>, <preset>, epoch <k>`` from a checkpoint's config (not its folder name or timestamp)."""
+    import torch
+
+    from vaanet.config import Config
+
+    path = Path(checkpoint)
+    path = path / "best_model.pt" if path.is_dir() else path
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    cfg = Config.from_dict(ckpt["config"])
+    epoch = f", epoch {ckpt['epoch'] + 1}" if "epoch" in ckpt else ""
+    return f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention{epoch}"
 
 
 def figure3(checkpoint: str | Path, videos: list[str | Path], path: str | Path) -> Path:
-    """The paper's Figure 3 for several videos: frames with spatial heat maps and temporal colour bars."""
+    """The paper's Figure 3 for several videos: frames with spatial heat maps and temporal colour cells."""
     from vaanet.figures import attention_figure
     from vaanet.predict import attention_rows
 
-    return attention_figure(attention_rows(checkpoint, videos), path, title=f"attention of {Path(checkpoint).name}")
+    rows = attention_rows(checkpoint, videos)
+    return attention_figure(rows, path, title=run_title(checkpoint))

@@ -1,23 +1,46 @@
 """``python -m analysis.report --experiment NAME``: MLflow runs -> the paper's tables and figures.
 
-Writes into ``reports/<experiment>/`` (or ``--out``): Tables 1-5 in the paper's layouts as LaTeX
-(booktabs, best mean in bold, caption, label) and Markdown, the lambda table and figure, per-class bar
+Prints the tables (Markdown) and writes into ``reports/<experiment>/`` (or ``--out``): Tables 1-5 in the
+paper's layouts as LaTeX (booktabs, best mean in bold, caption, label; sized to fit a one-column article
+and a two-column page, wide ones as ``table*``) and Markdown, the lambda table and figure, per-class bar
 charts, summed confusion matrices, and on the synthetic set the attention-vs-truth table and figure.
-Which tables appear depends on the studies found among the runs (tag ``study``).
+Which tables appear depends on the studies found among the runs (tag ``study``). An experiment that does
+not exist is an error that writes nothing (no empty tracking database, no folders).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
-from vaanet.losses import DATASET_CLASSES
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before mlflow is imported
 
-from . import figures
-from .runs import load_runs
-from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table, loss_table,
-                     main_table, to_latex, to_markdown)
+from vaanet.losses import DATASET_CLASSES  # noqa: E402
+from vaanet.train.tracking import default_tracking_uri  # noqa: E402
+
+from . import figures  # noqa: E402
+from .runs import load_runs  # noqa: E402
+from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table,  # noqa: E402
+                     loss_table, main_table, to_latex, to_markdown)
+
+TABLE_FORMATS, FIGURE_FORMATS = ("latex", "md"), ("png", "pdf", "svg")
+
+
+def check_store(uri: str, names: list[str]) -> None:
+    """A local tracking store (SQLite file or folder) must exist: opening a missing one would create it."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri.split(":///", 1)[1]) if ":///" in uri else None
+    elif parsed.scheme in ("", "file"):
+        path = Path(parsed.path)
+    else:
+        return
+    if path is not None and not path.exists():
+        raise ValueError(f"no MLflow experiment named {names} at {uri}: the tracking store {path} does not exist "
+                         "(no experiments)")
 
 
 def build_tables(runs) -> list[Table]:
@@ -42,19 +65,24 @@ def build_tables(runs) -> list[Table]:
 
 
 def write_reports(experiment: str | list[str], uri: str | None = None, out: str | Path | None = None,
-                  formats=("latex", "md"), compare_paper: bool = True, log=print) -> list[Path]:
+                  formats=TABLE_FORMATS, compare_paper: bool = True, log=print, figure_format: str = "png",
+                  std: str = "row") -> list[Path]:
+    """Print the tables and write tables and figures; ``std``: row | inline | none (see ``tables.to_latex``)."""
     names = [experiment] if isinstance(experiment, str) else list(experiment)
-    out = Path(out or Path("reports") / names[0])
-    out.mkdir(parents=True, exist_ok=True)
+    uri = uri or default_tracking_uri()
+    check_store(uri, names)
     runs = load_runs(names, uri)
     if runs.empty:
         raise ValueError(f"experiment(s) {names} hold no runs")
-    written = []
+    out = Path(out or Path("reports") / names[0])
+    out.mkdir(parents=True, exist_ok=True)
+    written, ext = [], figure_format
     runs.to_csv(out / "runs.csv", index=False)
     tables = build_tables(runs)
     for table in tables:
+        log(to_markdown(table, compare_paper))
         if "latex" in formats:
-            (out / f"{table.name}.tex").write_text(to_latex(table, compare_paper))
+            (out / f"{table.name}.tex").write_text(to_latex(table, compare_paper, std))
             written.append(out / f"{table.name}.tex")
         if "md" in formats:
             (out / f"{table.name}.md").write_text(to_markdown(table, compare_paper))
@@ -66,15 +94,15 @@ def write_reports(experiment: str | list[str], uri: str | None = None, out: str 
             log(f"WARNING: {msg}")
     ok = runs[runs["status"] == "FINISHED"]
     if "lambda_sweep" in set(runs["study"]) and len(ok):
-        written.append(figures.lambda_figure(runs[runs["study"] == "lambda_sweep"], out / "lambda.png"))
+        written.append(figures.lambda_figure(runs[runs["study"] == "lambda_sweep"], out / f"lambda.{ext}"))
     for dataset, part in runs[runs["study"] == "ablation"].groupby("dataset"):
         classes = list(DATASET_CLASSES["e6" if dataset == "e6" else "ve8"])
-        written.append(figures.per_class_figure(part, classes, ABLATION_ORDER, out / f"per_class_{dataset}.png"))
+        written.append(figures.per_class_figure(part, classes, ABLATION_ORDER, out / f"per_class_{dataset}.{ext}"))
     if len(ok):
-        written += figures.confusion_figures(runs, uri, out)
+        written += figures.confusion_figures(runs, uri, out, ext)
     synth = runs[runs["dataset"] == "synth"]
     if len(synth):
-        p = figures.attention_truth_figure(synth, ABLATION_ORDER + ["V", "V+A"], out / "attention_vs_truth.png")
+        p = figures.attention_truth_figure(synth, ABLATION_ORDER + ["V", "V+A"], out / f"attention_vs_truth.{ext}")
         if p:
             written.append(p)
     log(f"wrote {len(written)} report files to {out}")
@@ -88,15 +116,24 @@ def main(argv=None) -> int:
                    help="MLflow experiment (repeatable: e.g. ablation-ve8 and ablation-e6 into one report)")
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///mlflow.db here)")
     p.add_argument("--out", default=None, help="output folder (default reports/<first experiment>)")
-    p.add_argument("--format", default="latex,md", help="comma-separated: latex, md")
+    p.add_argument("--format", default="latex,md,png",
+                   help="comma-separated table formats (latex, md; default both) and one figure format (png, pdf, svg; "
+                        "default png), e.g. --format pdf")
+    p.add_argument("--std", choices=("row", "inline", "none"), default="row",
+                   help="LaTeX: std in a small row under the means, inline after each mean, or mean only")
     p.add_argument("--no-paper", action="store_true", help="do not print the difference to the paper's numbers")
     a = p.parse_args(argv)
-    formats = tuple(f.strip() for f in a.format.split(","))
-    bad = set(formats) - {"latex", "md"}
+    formats = [f.strip() for f in a.format.split(",") if f.strip()]
+    bad = set(formats) - set(TABLE_FORMATS) - set(FIGURE_FORMATS)
     if bad:
-        p.error(f"unknown formats {sorted(bad)}; use latex and/or md")
+        p.error(f"unknown formats {sorted(bad)}; use {', '.join(TABLE_FORMATS + FIGURE_FORMATS)}")
+    figure_formats = [f for f in formats if f in FIGURE_FORMATS]
+    if len(figure_formats) > 1:
+        p.error(f"one figure format, not {figure_formats}")
+    tables = tuple(f for f in formats if f in TABLE_FORMATS) or TABLE_FORMATS
     try:
-        write_reports(a.experiment, a.mlflow_uri, a.out, formats, compare_paper=not a.no_paper)
+        write_reports(a.experiment, a.mlflow_uri, a.out, tables, compare_paper=not a.no_paper,
+                      figure_format=(figure_formats or ["png"])[0], std=a.std)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ class Table:
     bold_columns: list[str] = field(default_factory=list)  # best mean in bold
     notes: list[str] = field(default_factory=list)
     label_header: tuple[str, ...] = ("",)
+    latex_headers: dict[str, str] = field(default_factory=dict)  # compact LaTeX header per column (default: its name)
+    wide: bool = False  # too wide for one column of a two-column page: LaTeX ``table*``
 
 
 def summarize(values) -> tuple[float, float, int]:
@@ -82,9 +84,13 @@ def ablation_table(runs: pd.DataFrame, dataset: str, classes: list[str]) -> Tabl
         previous = part
     notes = ["Accuracy = overall top-1 accuracy over test videos (the paper's 'Average'); mean class acc. = mean of "
              "the per-class accuracies.", "p: paired t-test over splits/seeds against the row above."]
+    short = {c: abbreviate(c) for c in classes}
+    notes.append("Classes: " + ", ".join(f"{s} {c}" for c, s in short.items() if s != c) + ".")
     return Table(f"table{number}_{dataset}", f"Ablation of the attentions on {dataset.upper()} "
                  f"(Table {number} layout): test accuracy in %, mean ± std over splits", cols, rows,
-                 bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",))
+                 bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",),
+                 latex_headers={**short, "Accuracy": "Acc.", "Mean class acc.": stack("Mean", "class"),
+                                "p vs previous": "$p$"}, wide=True)
 
 
 def loss_table(runs: pd.DataFrame) -> Table:
@@ -109,6 +115,7 @@ def loss_table(runs: pd.DataFrame) -> Table:
                              "missing": missing.get(f"{preset}|{loss}", [])})
     return Table("table5", "CE vs PCCE (Table 5 layout): test accuracy in %, mean ± std over splits", cols, rows,
                  bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
+                 latex_headers={f"p {d.upper()}": f"$p$ {d.upper()}" for d in datasets}, wide=True,
                  notes=["p: paired t-test PCCE vs CE over splits/seeds."])
 
 
@@ -124,7 +131,7 @@ def main_table(runs: pd.DataFrame, dataset: str) -> Table:
                  "paper": {"Accuracy": paper.VAANET.get(dataset)}, "missing": sum(missing.values(), [])})
     return Table(f"table{number}_{dataset}", f"VAANet vs the literature on {dataset.upper()} (Table {number} layout): "
                  "accuracy in %; cited rows are the published numbers", ["Accuracy"], rows, bold_columns=["Accuracy"],
-                 label_header=("Method",))
+                 label_header=("Method",), latex_headers={"Accuracy": "Acc."})
 
 
 def lambda_table(runs: pd.DataFrame) -> Table:
@@ -138,7 +145,7 @@ def lambda_table(runs: pd.DataFrame) -> Table:
                      "paper": {}, "missing": missing.get(str(lam), [])})
     return Table("lambda", "PCCE penalty lambda (0 = CE): test accuracy in %, mean ± std over splits",
                  ["Accuracy", "Polarity acc."], rows, bold_columns=["Accuracy", "Polarity acc."],
-                 label_header=("λ",))
+                 label_header=("λ",), latex_headers={"Polarity acc.": stack("Polarity", "acc.")})
 
 
 def attention_truth_table(runs: pd.DataFrame) -> Table | None:
@@ -158,7 +165,10 @@ def attention_truth_table(runs: pd.DataFrame) -> Table | None:
         rows.append({"label": preset, "cells": cells, "paper": {}, "missing": []})
     return Table("attention_vs_truth", "Attention against the synthetic ground truth: share (%) of temporal attention "
                  "on the key segments and of spatial attention inside the evidence box, beside uniform attention",
-                 cols, rows, bold_columns=["Temporal on key", "Spatial in box"], label_header=("Attentions",))
+                 cols, rows, bold_columns=["Temporal on key", "Spatial in box"], label_header=("Attentions",),
+                 latex_headers={"Temporal on key": stack("Temporal", "on key"), "(uniform)": stack("", "(uniform)"),
+                                "Spatial in box": stack("Spatial", "in box"), "(uniform) ": stack("", "(uniform)")},
+                 wide=True)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -210,29 +220,81 @@ def to_markdown(table: Table, compare_paper: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def abbreviate(name: str) -> str:
+    """A class name for a narrow header: up to four letters as is, else its first three and a dot."""
+    return name if len(name) <= 4 else name[:3] + "."
+
+
+def stack(*lines: str) -> str:
+    """A header of several centred lines in one LaTeX cell (no package needed)."""
+    return r"\begin{tabular}[b]{@{}c@{}}" + r"\\".join(lines) + r"\end{tabular}"
+
+
 def _tex(text: str) -> str:
     return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("λ", r"$\lambda$")
 
 
-def to_latex(table: Table, compare_paper: bool = False) -> str:
+STD_STYLES = ("row", "inline", "none")
+
+
+def _tex_cell(value, column: str, best: dict, std: str) -> tuple[str, str]:
+    """(mean text, std text) of one cell: the mean in bold when best; the std in scriptsize."""
+    if value is None:
+        return "", ""
+    if column.startswith("p"):
+        return ("" if value != value else f"{value:.3f}".removeprefix("0")), ""  # ".012", as papers print p
+    mean, sd = (value[0], value[1]) if isinstance(value, tuple) else (value, None)
+    if isinstance(value, tuple) and value[2] == 0:
+        return "--", ""
+    text = f"{mean:.1f}"
+    if column in best and np.isclose(mean, best[column]):
+        text = rf"\textbf{{{text}}}"
+    spread = "" if sd is None or std == "none" else rf"{{\scriptsize$\pm${sd:.1f}}}"
+    return (text + spread, "") if std == "inline" else (text, spread)
+
+
+def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str:
+    r"""A booktabs table in the paper's layout that fits a one-column ``article`` and a two-column page:
+    wide tables are ``table*`` (full width) in footnotesize, with compact headers and narrow column gaps.
+    ``std``: "row" (the std in scriptsize in a row under the means), "inline" (``41.4{\scriptsize$\pm$1.2}``)
+    or "none" (mean only). Inline stds do not fit a wide table, so as a last resort an inline table is shrunk
+    to the line width when wider (needs ``\usepackage{graphicx}`` then; the other styles fit without).
+    ``compare_paper`` adds an italic row of the paper's numbers under each row that has them."""
+    if std not in STD_STYLES:
+        raise ValueError(f"std must be one of {STD_STYLES}, got {std!r}")
     best = _best(table)
-    header = list(table.label_header) + table.columns + ["$n$"]
-    spec = "l" * len(table.label_header) + "c" * (len(table.columns) + 1)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{_tex(table.caption)}}}",
-             f"\\label{{tab:{table.name}}}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_tex(h) if h != "$n$" else h for h in header) + r" \\", r"\midrule"]
+    env = "table*" if table.wide else "table"
+    labels = len(table.label_header)
+    header = [_tex(h) for h in table.label_header] + [table.latex_headers.get(c, _tex(c)) for c in table.columns]
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize" if table.wide else r"\small",
+             rf"\setlength{{\tabcolsep}}{{{1.5 if table.wide else 2.5}pt}}",
+             f"\\caption{{{_tex(table.caption)}}}", f"\\label{{tab:{table.name}}}",
+             f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + 1)}}}", r"\toprule",
+             " & ".join(header + ["$n$"]) + r" \\", r"\midrule"]
+    previous = None
     for r in table.rows:
-        label = list(r["label"]) if isinstance(r["label"], tuple) else [r["label"]]
-        cells = [_tex(_cell(r["cells"].get(c), c, best, lambda s: f"\\textbf{{{s}}}",
-                            r["paper"].get(c) if compare_paper else None))
-                 for c in table.columns]
+        label = [_tex(x) for x in (r["label"] if isinstance(r["label"], tuple) else (r["label"],))]
+        label, previous = ([""] + label[1:] if labels > 1 and label[0] == previous else label), label[0]  # as Table 5
+        cells = [_tex_cell(r["cells"].get(c), c, best, std) for c in table.columns]
         ns = [v[2] for v in r["cells"].values() if isinstance(v, tuple)]
-        n = str(max(ns)) if ns else "--"
-        if r["missing"]:
-            n += r"$^\dagger$"
-        lines.append(" & ".join([_tex(x) for x in label] + cells + [n]) + r" \\")
+        n = (str(max(ns)) if ns else "--") + (r"$^\dagger$" if r["missing"] else "")
+        rows = [label + [m for m, _ in cells] + [n]]
+        if std == "row" and any(s for _, s in cells):
+            rows.append([""] * labels + [s for _, s in cells] + [""])
+        ref = {c: v for c, v in r["paper"].items() if v is not None} if compare_paper else {}
+        if ref:
+            rows.append([r"\quad\textit{paper}"] + [""] * (labels - 1)
+                        + [rf"\textit{{{ref[c]:.1f}}}" if c in ref else "" for c in table.columns] + [""])
+        lines += [" & ".join(row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if std == "inline":  # last resort: shrink to the line, only when wider
+        start = lines.index(next(x for x in lines if x.startswith(r"\begin{tabular}")))
+        lines[start] = r"\sbox0{" + lines[start]
+        lines[-1] += r"}\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi"
+    notes = list(table.notes)
     if any(r["missing"] for r in table.rows):
-        lines.append(r"\\[2pt]{\footnotesize $^\dagger$ some grid points failed or never ran; see the Markdown report.}")
-    lines.append(r"\end{table}")
+        notes.append("$^\\dagger$ some grid points failed or never ran; see the Markdown report.")
+    if notes:
+        lines.append(r"\par\smallskip{\footnotesize " + " ".join(_tex(n) for n in notes) + r"\par}")
+    lines.append(rf"\end{{{env}}}")
     return "\n".join(lines) + "\n"

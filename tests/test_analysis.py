@@ -77,8 +77,15 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     assert len(spec) == 1 + 8 + 3 + 1
     for line in [header] + body:
         assert line.endswith(r"\\") and line.count("&") == len(spec) - 1
-    assert r"\textbf{56.0 $\pm$ 1.4}" in tex and "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex
+    assert "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex and tex.startswith(r"\begin{table*}")
     assert tex.count(r"\begin{") == tex.count(r"\end{")
+    full = next(i for i, line in enumerate(body) if line.startswith("VS+VCW+VT+AT &"))
+    assert r"\textbf{56.0}" in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
+    assert r"\textbf{56.0}{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
+    assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1]
+    paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines()
+                     if line.startswith(r"\quad\textit{paper}"))
+    assert r"\textit{41.4}" in paper_row  # Table 3: AT's average in the paper
 
 
 def test_loss_table_paired_test(store):
@@ -92,11 +99,79 @@ def test_loss_table_paired_test(store):
 
 def test_report_files_and_cli(store, tmp_path, capsys):
     with pytest.warns(UserWarning, match="missing runs"):
-        written = write_reports(["ablation-ve8", "loss-ve8"], store, tmp_path / "out")
+        written = write_reports(["ablation-ve8", "loss-ve8"], store, tmp_path / "out", figure_format="pdf")
     names = {p.name for p in written}
-    assert {"table3_ve8.tex", "table3_ve8.md", "table5.tex", "table5.md", "per_class_ve8.png"} <= names
+    assert {"table3_ve8.tex", "table3_ve8.md", "table5.tex", "table5.md", "per_class_ve8.pdf"} <= names
+    assert (tmp_path / "out" / "per_class_ve8.pdf").read_bytes().startswith(b"%PDF")  # vector output
+    printed = capsys.readouterr().out
+    assert "| VS+VCW+VT+AT | PCCE |" in printed and "**Ablation of the attentions on VE8" in printed  # tables printed
     assert report_main(["--experiment", "nope", "--mlflow-uri", store]) == 2
-    assert "no MLflow experiment named ['nope']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no MLflow experiment named ['nope']" in err and store in err and "'ablation-ve8'" in err
+
+
+def test_report_on_a_missing_experiment_writes_nothing(store, tmp_path, monkeypatch, capsys):
+    """Neither a missing tracking database nor a missing experiment in an existing one creates files or folders."""
+    empty = tmp_path / "here"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert report_main(["--experiment", "nope"]) == 2  # default URI: ./mlflow.db, which does not exist
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'nope'" in err and f"sqlite:///{empty / 'mlflow.db'}" in err
+    assert report_main(["--experiment", "nope", "--mlflow-uri", store, "--format", "pdf"]) == 2
+    assert "'ablation-ve8', 'loss-ve8']" in capsys.readouterr().err  # the experiments that do exist
+    assert list(empty.iterdir()) == []
+
+
+def _rows():
+    rng = np.random.default_rng(0)
+    frames = lambda: (rng.random((4, 32, 32, 3)) * 255).astype("uint8")  # noqa: E731
+    return [dict(frames=frames(), spatial=rng.dirichlet(np.ones(16), 4), temporal=np.array([0.1, 0.6, 0.2, 0.1]),
+                 predicted="Fear", true="Joy", probability=0.61, name="vid_1", key_segments=[1],
+                 box=(0.2, 0.3, 0.5, 0.6)),
+            dict(frames=frames(), spatial=rng.dirichlet(np.ones(16), 4), temporal=None, predicted="Joy", true="Joy",
+                 name="vid_2")]
+
+
+def test_attention_figure_elements(tmp_path):
+    from vaanet.figures import RIGHT, WRONG, attention_figure, draw_attention
+
+    fig = draw_attention(_rows(), title="run demo, VS+VCW+VT+AT attention")
+    bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "spatial attention"
+    wrong, right = (next(ax for ax in fig.axes if ax.get_title(loc="left").startswith(n)) for n in ("vid_1", "vid_2"))
+    assert "true Joy" in wrong.get_title(loc="left") and "predicted Fear" in wrong.get_title(loc="left")
+    assert wrong._left_title.get_color() == WRONG and right._left_title.get_color() == RIGHT
+    frames = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().ndim == 3]
+    cells = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape == (1, 1)]
+    assert len(frames) == len(cells) == 8
+    for f, c in zip(frames, cells):  # each temporal weight sits right under its own frame, as wide
+        assert c.get_position().x0 == pytest.approx(f.get_position().x0)
+        assert c.get_position().width == pytest.approx(f.get_position().width)
+    assert frames[1].spines["top"].get_edgecolor()[:3] == pytest.approx((0, 1, 0))  # key segment outlined
+    assert frames[0].spines["top"].get_edgecolor()[:3] != pytest.approx((0, 1, 0))
+    assert [p.get_label() for p in frames[0].patches] == ["evidence box"] and not frames[4].patches
+    assert fig._suptitle.get_text() == "run demo, VS+VCW+VT+AT attention"
+    for fmt, magic in (("pdf", b"%PDF"), ("svg", b"<?xml")):
+        assert attention_figure(_rows(), tmp_path / f"f.{fmt}").read_bytes().startswith(magic)
+
+
+def test_confusion_matrix_drawing(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from vaanet.config import Config
+    from vaanet.figures import draw_confusion
+    from vaanet.train.loop import _write_artifacts
+
+    fig, ax = plt.subplots()
+    draw_confusion(ax, np.array([[9, 1], [0, 5]]), ["Joy", "Fear"])
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    colour = {t.get_text(): t.get_color() for t in ax.texts}
+    assert colour["9"] == "white" and colour["0"] == "black"  # white on the darkest cell, black on the lightest
+    plt.close(fig)
+    test = {"confusion": np.array([[3, 1], [2, 4]]), "per_class": {"Joy": 0.75, "Fear": 0.67}, "acc": 0.7}
+    paths = _write_artifacts(tmp_path, Config(), ["Joy", "Fear"], test)
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000 and tmp_path / "confusion_matrix.png" in paths
 
 
 def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp_path):
@@ -107,4 +182,38 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
     out = tmp_path / "figure3.png"
     assert figure3_main(videos + ["--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best"), "--out", str(out)]) == 0
     assert out.stat().st_size > 10000
+    from analysis.figures import run_title
+
+    cfg = reference_run[0]
+    title = run_title(ref_tmp / "run" / "checkpoints" / "best")
+    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # no folder name
     assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
+
+
+def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    import vaanet.figures
+    from analysis.figures import confusion_figures
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("cm", artifact_location=str(tmp_path / "artifacts"))
+    runs = []
+    for k in (1, 2):
+        run = client.create_run(exp)
+        csv = tmp_path / f"{k}" / "confusion_matrix.csv"
+        csv.parent.mkdir()
+        pd.DataFrame([[k, 0], [1, k]], index=["Joy", "Fear"], columns=["Joy", "Fear"]).to_csv(csv)
+        client.log_artifact(run.info.run_id, str(csv))
+        runs.append(dict(run_id=run.info.run_id, status="FINISHED", preset="VS"))
+    drawn = []
+    real = vaanet.figures.draw_confusion
+    monkeypatch.setattr(vaanet.figures, "draw_confusion",
+                        lambda ax, m, c, t: (drawn.append((m, c, t)), real(ax, m, c, t)))
+    (path,) = confusion_figures(pd.DataFrame(runs), uri, tmp_path, "svg")
+    assert path.name == "confusion_VS.svg" and b"<svg" in path.read_bytes()[:500]
+    matrix, classes, title = drawn[0]
+    assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and title == "VS: summed over 2 runs"
+    assert "Downloading artifacts" not in capfd.readouterr().err  # analysis turns MLflow's progress bars off

@@ -215,6 +215,8 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..figures import draw_confusion
+
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "config.yaml", folder / "per_class_accuracy.csv", folder / "confusion_matrix.csv",
              folder / "confusion_matrix.png", folder / "test_predictions.csv"]
@@ -227,15 +229,8 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict)
     pd.DataFrame({"class": list(classes), "accuracy": [test["per_class"][c] for c in classes],
                   "support": test["confusion"].sum(1)}).to_csv(paths[1], index=False)
     pd.DataFrame(test["confusion"], index=list(classes), columns=list(classes)).to_csv(paths[2])
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
-    ax.imshow(test["confusion"], cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    for (i, j), v in np.ndenumerate(test["confusion"]):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"test accuracy {test['acc']:.3f}")
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(classes), 1.5 + 0.6 * len(classes)))
+    draw_confusion(ax, test["confusion"], list(classes), f"{cfg.run.name}: test accuracy {test['acc']:.3f}")
     fig.tight_layout()
     fig.savefig(paths[3], dpi=100)
     plt.close(fig)
