@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pytest
+from pathlib import Path
 from scipy import stats
 
 from analysis.report import main as report_main
@@ -188,6 +189,20 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
     title = run_title(ref_tmp / "run" / "checkpoints" / "best")
     assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # no folder name
     assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
+    # each row knows its true class (the class folder) and, on the synthetic set, its planted evidence
+    import pandas as pd
+
+    from vaanet.predict import attention_rows
+
+    rows = attention_rows(ref_tmp / "run" / "checkpoints" / "best", videos)
+    truth = pd.read_csv(synth_root / "synth_truth.csv", dtype={"video_id": str}).set_index("video_id")
+    for video, row in zip(videos, rows):
+        assert row["true"] == Path(video).parent.name and row["predicted"] in cfg.data.classes
+        assert row["name"] == Path(video).stem and 0 < row["probability"] <= 1
+        assert "key_segments" in row and all(0 <= k < cfg.model.segments for k in row["key_segments"])
+        x0, y0, x1, y1 = row["box"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+        assert truth.loc[Path(video).stem, "box_x1"] > truth.loc[Path(video).stem, "box_x0"]
 
 
 def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):

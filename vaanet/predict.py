@@ -94,22 +94,47 @@ def _infer(model, cfg: Config, ckpt: dict, video: Path):
     return torch.softmax(out.logits[0], 0).numpy(), item, out
 
 
-def _figure_row(cfg: Config, item: dict, out, label: str) -> dict:
-    k = cfg.model.frames
+def _truth_overlay(truth: pd.DataFrame | None, video: Path, item: dict, crop_size: int) -> dict:
+    """Key segments (indices of the shown segments) and the evidence box (fractions of the shown crop)
+    of a synthetic video, from its ``synth_truth.csv`` row; {} for any other video."""
+    if truth is None or video.stem not in truth.index:
+        return {}
+    from .train.metrics import _intervals
+
+    row = truth.loc[video.stem]
+    keys = [i for i, c in enumerate(item["centres"].tolist()) if any(a <= c < b for a, b in _intervals(row["key_times"]))]
+    y0, x0, H, W = (float(v) for v in item["crop"]) if "crop" in item else (0.0, 0.0, crop_size, crop_size)
+    box = [(row["box_x0"] * W - x0) / crop_size, (row["box_y0"] * H - y0) / crop_size,
+           (row["box_x1"] * W - x0) / crop_size, (row["box_y1"] * H - y0) / crop_size]
+    return {"key_segments": keys, "box": [min(max(v, 0.0), 1.0) for v in box]}
+
+
+def _figure_row(cfg: Config, item: dict, out, probs, video: Path, truth: pd.DataFrame | None = None) -> dict:
+    """One Figure 3 row (see :func:`vaanet.figures.draw_attention`): the true class is the video's class
+    folder when it names one (``<root>/<Class>/<video>``)."""
+    k, classes = cfg.model.frames, cfg.data.classes
+    true = next((c for c in classes if c.lower() == video.parent.name.lower()), None)
     return dict(frames=item["visual"][:, :, k // 2].permute(0, 2, 3, 1).numpy(),  # centre frame of each snippet
                 spatial=out.spatial[0].numpy() if out.spatial is not None else None,
-                temporal=out.temporal[0].numpy() if out.temporal is not None else None, label=label)
+                temporal=out.temporal[0].numpy() if out.temporal is not None else None,
+                predicted=classes[int(probs.argmax())], probability=float(probs.max()), true=true, name=video.stem,
+                **_truth_overlay(truth, video, item, cfg.model.crop_size))
 
 
-def attention_rows(checkpoint: str | Path, videos) -> list[dict]:
-    """One figure row (frames, spatial and temporal attention, label) per video."""
+def attention_rows(checkpoint: str | Path, videos, truth: str | Path | None = None) -> list[dict]:
+    """One figure row (frames, spatial and temporal attention, true and predicted class, and on the
+    synthetic set its key segments and evidence box) per video. ``truth`` defaults to the training
+    run's ``data.truth`` when that file exists."""
     model, cfg, ckpt = load_checkpoint(checkpoint)
     if not cfg.model.visual:
         raise ValueError(f"{checkpoint} is an audio-only model ({cfg.model.preset}): it has no spatial attention to draw")
+    truth = truth or cfg.data.truth
+    table = (pd.read_csv(truth, dtype={"video_id": str}).set_index("video_id")
+             if truth and Path(truth).is_file() else None)
     rows = []
     for video in videos:
         probs, item, out = _infer(model, cfg, ckpt, Path(video))
-        rows.append(_figure_row(cfg, item, out, f"{Path(video).stem}: {cfg.data.classes[int(probs.argmax())]}"))
+        rows.append(_figure_row(cfg, item, out, probs, Path(video), table))
     return rows
 
 
@@ -126,8 +151,7 @@ def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path 
         "p_positive": float(probs[pol == 1].sum()),
     }
     if figure is not None and "visual" in item:
-        label = f"{result['prediction']} ({probs.max():.2f}, {result['polarity']})"
-        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, label)], figure, title=video.name))
+        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, probs, video)], figure, title=video.name))
     return result
 
 
