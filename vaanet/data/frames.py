@@ -43,6 +43,9 @@ def _redo(path: Path) -> str:
 
 
 def check_format(fmt, source="prepare.json") -> str:
+    """``fmt`` if this vaanet reads it; imports its decoder (once per process, before DataLoader workers fork)."""
+    if fmt == "jpeg":
+        import torchvision.io  # noqa: F401 - seconds to import: not in every DataLoader worker
     if fmt not in FORMATS:
         raise FrameCacheError(
             f"unknown frame format {fmt!r} in {source} (this vaanet reads {', '.join(FORMATS)}); the cache was "
@@ -170,7 +173,9 @@ class JpegFrames:
             out += [buf[o[i] - a:o[i + 1] - a] for i in run]
         return out
 
-    def _decode_unique(self, indices, device):
+    def _decode_unique(self, indices, device, crop=()):
+        """Frames ``indices`` decoded once each: (uint8 [U, h, w, 3] HWC-contiguous, the gather index into
+        it or None). ``crop`` (row and column slices) is applied before the one copy."""
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -183,8 +188,10 @@ class JpegFrames:
         if any(tuple(im.shape[1:]) != self.shape[1:3] for im in imgs):
             raise FrameCacheError(f"frame file {self.path}: a frame decodes to another size than "
                                   f"{self.shape[1:3]}; {_redo(self.path)}")
+        # decode_jpeg returns HWC memory as a CHW view: crop the HWC views, then one contiguous copy
+        out = torch.stack([im.permute(1, 2, 0)[crop] for im in imgs])
         same = len(uniq) == len(idx) and bool((np.diff(idx) > 0).all())
-        return torch.stack(imgs).permute(0, 2, 3, 1), None if same else torch.from_numpy(inverse.reshape(-1))
+        return out, None if same else torch.from_numpy(inverse.reshape(-1))
 
     def decode(self, indices, device: str | None = None):
         """uint8 [N, H, W, 3] tensor of frames ``indices`` (on ``device``; decoded there for CUDA)."""
@@ -194,7 +201,6 @@ class JpegFrames:
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         scalar = np.ndim(key[0]) == 0 and not isinstance(key[0], slice)
-        out, inverse = self._decode_unique(key[0], None)
-        out = out[(slice(None),) + key[1:]].cpu()  # crop before the gather: fewer bytes copied
-        out = (out if inverse is None else out[inverse]).numpy()
+        out, inverse = self._decode_unique(key[0], None, key[1:])
+        out = (out if inverse is None else out[inverse]).cpu().numpy()
         return out[0] if scalar else out
