@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-no-audio", action="store_true", help="leave out videos without an audio track")
     s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     s.add_argument("--frames", choices=FRAME_FORMATS, default="jpeg",
-                   help="frame storage: jpeg (packed JPEG, ~1/10 of raw's disk; default) or raw (uint8 .npy); "
+                   help="frame storage: jpeg (packed JPEG quality 90, ~1/9 of raw's disk; default) or raw (uint8 .npy); "
                         "see docs/performance.md")
     s.set_defaults(func=_prepare)
 

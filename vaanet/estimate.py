@@ -118,7 +118,9 @@ def report(cfg: ModelConfig, epochs: int, gpu_gb: float, sustained_tflops: float
 MEAN_DURATION_S = {"ve8": 107.0, "e6": 112.0}  # average video length of the data sets
 CACHE_FPS = 30.0  # assumed native frame rate of the web videos (gives the issue's ~230 / ~350 GB raw)
 CACHE_ASPECT = 4 / 3  # long side / short side assumed for the frames
-COMPRESSION = {"raw": 1.0, "jpeg": 10.0}
+# jpeg (quality 90): 9.0x on natural photos panned into 128x171 clips, 13.4x on the synthetic set
+# (benchmarks/data_throughput.py, 2026-12-01); the lower, natural-content ratio is used
+COMPRESSION = {"raw": 1.0, "jpeg": 9.0}
 DATASET_NAMES = {"ve8": "VE-8", "e6": "E-6"}
 
 

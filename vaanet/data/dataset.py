@@ -72,7 +72,7 @@ class VideoEmotionDataset(Dataset):
         manifest = json.loads((self.cache / MANIFEST_FILE).read_text())
         self.mfcc_fps = manifest["sample_rate"] / manifest["hop"]
         self.n_mfcc = manifest["n_mfcc"]
-        self.frames_format = check_format(manifest.get("frames", "raw"), self.cache / MANIFEST_FILE)  # absent: raw
+        self.frames_format = check_format(manifest.get("frames", "raw"), self.cache / MANIFEST_FILE, load_decoder=True)
         self.epoch = 0
 
     def __len__(self) -> int:

@@ -42,10 +42,11 @@ def _redo(path: Path) -> str:
             f"(it re-decodes only the videos whose folder is missing)")
 
 
-def check_format(fmt, source="prepare.json") -> str:
-    """``fmt`` if this vaanet reads it; imports its decoder (once per process, before DataLoader workers fork)."""
-    if fmt == "jpeg":
-        import torchvision.io  # noqa: F401 - seconds to import: not in every DataLoader worker
+def check_format(fmt, source="prepare.json", load_decoder: bool = False) -> str:
+    """``fmt`` if this vaanet reads it. ``load_decoder`` imports its decoder now (a reader calls this once,
+    before DataLoader workers fork, so that they do not each spend seconds importing torchvision)."""
+    if fmt == "jpeg" and load_decoder:
+        import torchvision.io  # noqa: F401
     if fmt not in FORMATS:
         raise FrameCacheError(
             f"unknown frame format {fmt!r} in {source} (this vaanet reads {', '.join(FORMATS)}); the cache was "
