@@ -122,7 +122,7 @@ def test_truncated_or_corrupt_frame_files_name_the_file_and_the_fix(synth_cache,
         open_frames(path, "jpeg")[[0, 1]]
 
 
-def test_manifest_format_unknown_mismatched_or_absent(synth_cache, jpeg_cache, tmp_path):
+def test_manifest_format_unknown_mismatched_or_absent(synth_root, synth_cache, tmp_path):
     split = synth_cache / "splits" / "split_00.csv"
     s = SamplingConfig(segments=2, frames=4, crop_size=32, audio_frames=8)
     unknown = _copy(synth_cache, tmp_path / "unknown")
@@ -143,10 +143,9 @@ def test_manifest_format_unknown_mismatched_or_absent(synth_cache, jpeg_cache, t
     a = VideoEmotionDataset(old, split, "test", s)[1]
     b = VideoEmotionDataset(synth_cache, split, "test", s)[1]
     assert torch.equal(a["visual"], b["visual"])
-    root = load_index(synth_cache)["path"].iloc[0].rsplit("/", 2)[0]
-    assert len(prepare(root, old, PrepareConfig(short_side=40, workers=1), **QUIET)) == 24
+    assert len(prepare(synth_root, old, PrepareConfig(short_side=40, workers=1), **QUIET)) == 24
     with pytest.raises(ValueError, match="prepared with other settings"):
-        prepare(root, old, PrepareConfig(short_side=40, workers=1, frames="jpeg"), **QUIET)
+        prepare(synth_root, old, PrepareConfig(short_side=40, workers=1, frames="jpeg"), **QUIET)
 
 
 def test_cli_frames_option_and_estimate_disk():
