@@ -21,7 +21,7 @@ def _prepare(a):
     from .data.ingest import NothingPrepared, PrepareConfig, prepare
 
     cfg = PrepareConfig(dataset=a.dataset, short_side=a.short_side, fps=a.fps, drop_no_audio=a.drop_no_audio,
-                        workers=a.workers or PrepareConfig().workers)
+                        workers=a.workers or PrepareConfig().workers, frames=a.frames)
     try:
         prepare(a.root, a.out, cfg)
     except NothingPrepared as e:
@@ -69,13 +69,15 @@ def _predict(a):
 
 def _estimate(a):
     from .config import load_config
-    from .estimate import report
+    from .estimate import cache_disk_report, report
 
     cfg = load_config(a.config, a.set)
     print(report(cfg.model, a.epochs or cfg.optim.epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
+    print(cache_disk_report())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.frames import FORMATS as FRAME_FORMATS
     from .data.synth import SynthConfig
 
     p = argparse.ArgumentParser(prog="vaanet", description=__doc__)
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=float, default=None, help="frame rate to store (default: native)")
     s.add_argument("--drop-no-audio", action="store_true", help="leave out videos without an audio track")
     s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    s.add_argument("--frames", choices=FRAME_FORMATS, default="jpeg",
+                   help="frame storage: jpeg (packed JPEG quality 90, ~1/9 of raw's disk; default) or raw (uint8 .npy); "
+                        "see docs/performance.md")
     s.set_defaults(func=_prepare)
 
     s = sub.add_parser("splits", help="write train/val/test split files")

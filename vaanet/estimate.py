@@ -110,3 +110,37 @@ def report(cfg: ModelConfig, epochs: int, gpu_gb: float, sustained_tflops: float
     for table, h in gpu_hours(e.gflops_forward, epochs, sustained_tflops).items():
         lines.append(f"  {table:<45}{h:>10.1f}")
     return "\n".join(lines)
+
+
+# Frame cache disk (`vaanet prepare --frames`), from resolution x measured compression ratio: raw stores
+# T x H x W x 3 bytes; COMPRESSION is raw bytes / format bytes at the same resolution, measured by
+# benchmarks/data_throughput.py (see docs/performance.md for the run and its content).
+MEAN_DURATION_S = {"ve8": 107.0, "e6": 112.0}  # average video length of the data sets
+CACHE_FPS = 30.0  # assumed native frame rate of the web videos (gives the issue's ~230 / ~350 GB raw)
+CACHE_ASPECT = 4 / 3  # long side / short side assumed for the frames
+# jpeg (quality 90): 9.0x on natural photos panned into 128x171 clips, 13.4x on the synthetic set
+# (benchmarks/data_throughput.py, 2026-12-01); the lower, natural-content ratio is used
+COMPRESSION = {"raw": 1.0, "jpeg": 9.0}
+DATASET_NAMES = {"ve8": "VE-8", "e6": "E-6"}
+
+
+def bytes_per_video_hour(fmt: str, short_side: int = 128, fps: float = CACHE_FPS) -> float:
+    long_side = round(short_side * CACHE_ASPECT)
+    return short_side * long_side * 3 * fps * 3600 / COMPRESSION[fmt]
+
+
+def cache_disk(dataset: str, fmt: str, short_side: int = 128, fps: float = CACHE_FPS) -> float:
+    """Bytes of the frame cache of a whole data set (the MFCC cache is < 0.1 % of it)."""
+    hours = VIDEOS[dataset] * MEAN_DURATION_S[dataset] / 3600
+    return hours * bytes_per_video_hour(fmt, short_side, fps)
+
+
+def cache_disk_report(short_side: int = 128, fps: float = CACHE_FPS) -> str:
+    long_side = round(short_side * CACHE_ASPECT)
+    lines = [f"frame cache disk (vaanet prepare --frames; {short_side}x{long_side} at {fps:g} fps, "
+             f"raw size / measured compression ratio):",
+             f"  {'format':<8}{'ratio':>7}{'GB/video-hour':>15}" + "".join(f"{DATASET_NAMES[d] + ' GB':>10}" for d in VIDEOS)]
+    for fmt, ratio in COMPRESSION.items():
+        lines.append(f"  {fmt:<8}{ratio:>6.1f}x{bytes_per_video_hour(fmt, short_side, fps) / 1e9:>15.2f}"
+                     + "".join(f"{cache_disk(d, fmt, short_side, fps) / 1e9:>10.0f}" for d in VIDEOS))
+    return "\n".join(lines)

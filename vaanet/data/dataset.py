@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .frames import check_format, open_frames
 from .ingest import MANIFEST_FILE, load_index
 from .sampling import aligned_audio_indices, crop_origin, reference_audio_indices, snippet_indices
 from .splits import check_disjoint, load_split
@@ -72,6 +73,7 @@ class VideoEmotionDataset(Dataset):
         manifest = json.loads((self.cache / MANIFEST_FILE).read_text())
         self.mfcc_fps = manifest["sample_rate"] / manifest["hop"]
         self.n_mfcc = manifest["n_mfcc"]
+        self.frames_format = check_format(manifest.get("frames", "raw"), self.cache / MANIFEST_FILE, load_decoder=True)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -97,7 +99,7 @@ class VideoEmotionDataset(Dataset):
         centres = (idx[:, 0] + s.frames / 2) / fps
         out["centres"] = torch.tensor(centres, dtype=torch.float32)
         if self.visual:
-            frames = np.load(self.cache / row["frames_file"], mmap_mode="r")
+            frames = open_frames(self.cache / row["frames_file"], self.frames_format)
             H, W = frames.shape[1:3]
             y0, x0 = crop_origin(H, W, s.crop_size, rng, position if position is not None else 0.5)
             clip = frames[idx.reshape(-1), y0:y0 + s.crop_size, x0:x0 + s.crop_size]  # [t*k, S, S, 3]

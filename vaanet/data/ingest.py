@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..losses import DATASET_CLASSES
+from .frames import check_format, write_frames
 from .mfcc import HOP, N_FFT, N_MFCC, SAMPLE_RATE, mfcc
 
 VIDEO_EXTENSIONS = {".mp4", ".flv", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp"}
@@ -63,8 +64,10 @@ class PrepareConfig:
     sample_rate: int = SAMPLE_RATE
     drop_no_audio: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    frames: str = "raw"  # frame storage format (vaanet.data.frames); `vaanet prepare` defaults to jpeg
 
     def __post_init__(self):
+        check_format(self.frames, "PrepareConfig.frames")
         if self.dataset not in DATASET_CLASSES:
             raise ValueError(f"dataset must be one of {sorted(DATASET_CLASSES)}, got {self.dataset!r}")
         if self.short_side < 8:
@@ -287,13 +290,13 @@ def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
     else:
         n = int(duration * cfg.sample_rate / cfg.hop) + 1
         coeffs = np.zeros((n, cfg.n_mfcc), np.float32)
-    _save(folder / "frames.npy", frames)
+    frames_name = write_frames(folder, frames, cfg.frames)
     _save(folder / "mfcc.npy", coeffs.astype(np.float32))
     row = dict(
         video_id=job.video_id, class_name=job.class_name, label=job.label, path=job.path,
         duration=round(duration, 4), fps=round(fps, 4), frames=int(frames.shape[0]),
         height=int(frames.shape[1]), width=int(frames.shape[2]), has_audio=has_audio,
-        mfcc_frames=int(coeffs.shape[0]), frames_file=f"videos/{job.video_id}/frames.npy",
+        mfcc_frames=int(coeffs.shape[0]), frames_file=f"videos/{job.video_id}/{frames_name}",
         mfcc_file=f"videos/{job.video_id}/mfcc.npy",
     )
     tmp = meta_file.with_name("meta.json.tmp")
@@ -371,7 +374,7 @@ def prepare(root: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfi
     manifest = out / MANIFEST_FILE
     settings = {k: v for k, v in asdict(cfg).items() if k != "workers"}
     if manifest.exists():
-        old = json.loads(manifest.read_text())
+        old = {"frames": "raw", **json.loads(manifest.read_text())}  # no format recorded = raw
         if old != settings:
             raise ValueError(
                 f"{out} was prepared with other settings {old}; use another output folder or delete it "
