@@ -33,7 +33,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="vaanet-overhead-"))
     root, cache = work / "videos", work / "cache"
     generate(root, SynthConfig(videos_per_class=3, duration=2.0, resolutions=((64, 48),)))
-    index = prepare(root, cache, PrepareConfig(short_side=40), log=lambda *_: None)
+    index = prepare(root, cache, PrepareConfig(short_side=40, frames="raw"), log=lambda *_: None)
     splits = make_splits(index, cache / "splits", n=a.trials, val_fraction=0.34, log=lambda *_: None)
 
     start = time.perf_counter()

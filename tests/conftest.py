@@ -30,7 +30,7 @@ def synth_cache(synth_root, tmp_path_factory):
     from vaanet.data.splits import make_splits
 
     cache = tmp_path_factory.mktemp("cache")
-    index = prepare(synth_root, cache, PrepareConfig(short_side=40, workers=2), log=lambda *_: None)
+    index = prepare(synth_root, cache, PrepareConfig(short_side=40, workers=2, frames="raw"), log=lambda *_: None)
     make_splits(index, cache / "splits", n=2, seed=0, val_fraction=0.2, log=lambda *_: None)
     return cache
 

@@ -94,7 +94,7 @@ def test_bad_inputs_are_reported_and_the_rest_prepared(tmp_path, synth_root):
     root = _bad_root(tmp_path, synth_root)
     out = tmp_path / "cache"
     lines = []
-    index = prepare(root, out, PrepareConfig(short_side=40, workers=2), log=lines.append)
+    index = prepare(root, out, PrepareConfig(short_side=40, workers=2, frames="raw"), log=lines.append)
     assert set(index["video_id"]) == {"Anger__clip1", "Fear__clip1", "ok", "short"}
     failures = pd.read_csv(out / "failures.csv")
     reasons = dict(zip(failures["path"].str.split("/").str[-1], failures["reason"]))
@@ -113,7 +113,7 @@ def test_bad_inputs_are_reported_and_the_rest_prepared(tmp_path, synth_root):
 
 def test_drop_no_audio_option(tmp_path, synth_root):
     root = _bad_root(tmp_path, synth_root)
-    index = prepare(root, tmp_path / "c", PrepareConfig(short_side=40, workers=1, drop_no_audio=True), **QUIET)
+    index = prepare(root, tmp_path / "c", PrepareConfig(short_side=40, workers=1, drop_no_audio=True, frames="raw"), **QUIET)
     assert "short" not in set(index["video_id"])
     assert "no audio track" in pd.read_csv(tmp_path / "c" / "failures.csv")["reason"].str.cat()
 
@@ -123,7 +123,7 @@ def test_nothing_prepared_exits_nonzero(tmp_path):
     (root / "Anger").mkdir(parents=True)
     (root / "Anger" / "x.mp4").write_bytes(b"garbage")
     with pytest.raises(NothingPrepared):
-        prepare(root, tmp_path / "out", PrepareConfig(workers=1), **QUIET)
+        prepare(root, tmp_path / "out", PrepareConfig(workers=1, frames="raw"), **QUIET)
     r = subprocess.run([sys.executable, "-m", "vaanet.cli", "prepare", "--root", str(root), "--out",
                         str(tmp_path / "out2"), "--workers", "1"], capture_output=True, text=True)
     assert r.returncode != 0 and "could be prepared" in r.stderr and (tmp_path / "out2" / "failures.csv").exists()
@@ -131,22 +131,22 @@ def test_nothing_prepared_exits_nonzero(tmp_path):
 
 def test_unknown_root_and_settings_change(tmp_path, synth_root):
     with pytest.raises(FileNotFoundError, match="no class folders"):
-        prepare(tmp_path, tmp_path / "o", PrepareConfig(workers=1), **QUIET)
+        prepare(tmp_path, tmp_path / "o", PrepareConfig(workers=1, frames="raw"), **QUIET)
     root = _bad_root(tmp_path, synth_root)
-    prepare(root, tmp_path / "o2", PrepareConfig(short_side=40, workers=1), **QUIET)
+    prepare(root, tmp_path / "o2", PrepareConfig(short_side=40, workers=1, frames="raw"), **QUIET)
     with pytest.raises(ValueError, match="prepared with other settings"):
-        prepare(root, tmp_path / "o2", PrepareConfig(short_side=64, workers=1), **QUIET)
+        prepare(root, tmp_path / "o2", PrepareConfig(short_side=64, workers=1, frames="raw"), **QUIET)
 
 
 def test_prepare_resumes_without_redoing_finished_videos(tmp_path, synth_root):
     out = tmp_path / "cache"
-    prepare(synth_root, out, PrepareConfig(short_side=40, workers=2), **QUIET)
+    prepare(synth_root, out, PrepareConfig(short_side=40, workers=2, frames="raw"), **QUIET)
     victim = out / "videos" / "joy_000"
     (victim / "meta.json").unlink()  # as if killed before the video was committed
     (victim / "frames.npy").unlink()
     (victim / "frames.npy.tmp").write_bytes(b"half-written")
     before = {p: p.stat().st_mtime_ns for p in out.glob("videos/*/frames.npy")}
-    index = prepare(synth_root, out, PrepareConfig(short_side=40, workers=2), **QUIET)
+    index = prepare(synth_root, out, PrepareConfig(short_side=40, workers=2, frames="raw"), **QUIET)
     assert len(index) == 24
     assert {p: p.stat().st_mtime_ns for p in before} == before  # finished videos untouched
     assert np.load(victim / "frames.npy").dtype == np.uint8 and not (victim / "frames.npy.tmp").exists()

@@ -143,7 +143,7 @@ def test_manifest_format_unknown_mismatched_or_absent(synth_root, synth_cache, t
     a = VideoEmotionDataset(old, split, "test", s)[1]
     b = VideoEmotionDataset(synth_cache, split, "test", s)[1]
     assert torch.equal(a["visual"], b["visual"])
-    assert len(prepare(synth_root, old, PrepareConfig(short_side=40, workers=1), **QUIET)) == 24
+    assert len(prepare(synth_root, old, PrepareConfig(short_side=40, workers=1, frames="raw"), **QUIET)) == 24
     with pytest.raises(ValueError, match="prepared with other settings"):
         prepare(synth_root, old, PrepareConfig(short_side=40, workers=1, frames="jpeg"), **QUIET)
 

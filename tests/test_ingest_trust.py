@@ -60,7 +60,7 @@ def test_rotated_phone_video_is_cached_upright(tmp_path):
     stored = np.rot90(upright, k=1)  # what a phone stores: landscape 64x36, turned counter-clockwise ...
     write_video(tmp_path / "v" / "Joy" / "phone.mp4", [stored] * 5, [i / 10 for i in range(5)],
                 rotation=-90)  # ... and flagged "rotate 90" (clockwise on display), as ffprobe shows it
-    index = prepare(tmp_path / "v", tmp_path / "c", PrepareConfig(short_side=36, workers=1), **QUIET)
+    index = prepare(tmp_path / "v", tmp_path / "c", PrepareConfig(short_side=36, workers=1, frames="raw"), **QUIET)
     frames = np.load(tmp_path / "c" / index["frames_file"][0])  # absolute now; relative before
     assert frames.shape == (5, 64, 36, 3)  # portrait, not sideways
     red = (frames[0, :, :, 0] > 150) & (frames[0, :, :, 1] < 100)
@@ -77,7 +77,7 @@ def test_variable_frame_rate_is_sampled_by_presentation_time(tmp_path):
     write_video(tmp_path / "v" / "Fear" / "vfr.mp4", [flat(round(60 * t) + 5) for t in times], times)
     for fps in (None, 10.0):
         out = tmp_path / f"c{fps}"
-        row = prepare(tmp_path / "v", out, PrepareConfig(short_side=32, fps=fps, workers=1), **QUIET).iloc[0]
+        row = prepare(tmp_path / "v", out, PrepareConfig(short_side=32, fps=fps, workers=1, frames="raw"), **QUIET).iloc[0]
         frames = np.load(out / row["frames_file"])
         assert 3.8 < len(frames) / row["fps"] <= 4.0 + 1e-6  # up to the last frame (3.8 s) and its duration
         shown = (frames.reshape(len(frames), -1).mean(1) - 5) / 60  # the source time each frame shows
@@ -100,7 +100,7 @@ def _clash_tree(root: Path, order=1) -> dict[str, int]:
 
 def test_clashing_names_in_one_class_get_unique_stable_ids(tmp_path):
     files = _clash_tree(tmp_path / "v")
-    index = prepare(tmp_path / "v", tmp_path / "c", PrepareConfig(short_side=32, workers=2), **QUIET)
+    index = prepare(tmp_path / "v", tmp_path / "c", PrepareConfig(short_side=32, workers=2, frames="raw"), **QUIET)
     assert len(index) == 6 and index["video_id"].is_unique
     for _, row in index.iterrows():  # every id's cache holds its own video
         rel = f"{row['class_name']}/{Path(row['path']).name}"
@@ -239,7 +239,7 @@ def test_missing_root_creates_nothing_and_the_cache_can_move(tmp_path, monkeypat
             write_video(tmp_path / "v" / c / f"{j}.mp4", *cfr(60 * i + 20 * j + 10, n=8))
     with monkeypatch.context() as m:  # a relative root, from another working directory
         m.chdir(tmp_path)
-        prepare(Path("v"), tmp_path / "old", PrepareConfig(short_side=32, workers=1), **QUIET)
+        prepare(Path("v"), tmp_path / "old", PrepareConfig(short_side=32, workers=1, frames="raw"), **QUIET)
     assert all(Path(p).is_absolute() and Path(p).exists() for p in pd.read_csv(tmp_path / "old" / "index.csv")["path"])
     make_splits(load_index(tmp_path / "old"), tmp_path / "old" / "splits", n=1, val_fraction=0.5, **QUIET)
     (tmp_path / "old").rename(tmp_path / "new")

@@ -74,6 +74,7 @@ def _infer(model, cfg: Config, ckpt: dict, video: Path):
     _check_is_video(video)
     prep = {k: v for k, v in (ckpt.get("prepare") or {}).items() if k in {f.name for f in fields(PrepareConfig)}}
     prep.setdefault("short_side", round(cfg.model.crop_size * 8 / 7))
+    prep.setdefault("frames", "raw")  # a cache prepared before formats existed stored raw frames
     pc = PrepareConfig(**{**prep, "dataset": cfg.data.dataset, "workers": 1})
     classes = cfg.data.classes
     with tempfile.TemporaryDirectory(prefix="vaanet-predict-") as tmp:

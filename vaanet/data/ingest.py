@@ -4,14 +4,14 @@ Input layout (as VE-8 and Ekman-6 are distributed): ``<root>/<Class>/<video file
 match the canonical class names case-insensitively.
 
 Per video, under ``<out>/videos/<video_id>/``:
-* ``frames.npy`` - uint8 [T, H, W, 3], upright (the container's display matrix applied, as ffmpeg
-  does: phone videos are stored sideways with a rotation flag), short side resized to ``short_side``,
-  at a constant ``fps`` (the stream's average rate when None) sampled by presentation time: frame t
-  shows what the video shows at t / fps seconds, also for variable-frame-rate files. Storage format chosen by measurement (``benchmarks/data_throughput.py``): a memory-mapped
-  uint8 array serves t snippets of k frames as t contiguous slices with no decoding at all, several
-  times faster than decoding JPEG folders (the reference code's format) or re-encoded video. The cost
-  is disk: T x H x W x 3 bytes (about 5.9 GB per hour of 25 fps video at 128 x 171); lower ``fps`` to
-  trade temporal resolution for space.
+* ``frames.jpegs`` (default) or ``frames.npy`` - the frames, uint8 [T, H, W, 3], upright (the
+  container's display matrix applied, as ffmpeg does: phone videos are stored sideways with a rotation
+  flag), short side resized to ``short_side``, at a constant ``fps`` (the stream's average rate when
+  None) sampled by presentation time: frame t shows what the video shows at t / fps seconds, also for
+  variable-frame-rate files. The storage format (:mod:`vaanet.data.frames`, ``PrepareConfig.frames``,
+  recorded in the manifest) was chosen by ``benchmarks/data_throughput.py``: ``jpeg`` (packed JPEG
+  frames, quality 90) takes ~9-13x less disk than ``raw`` (a memory-mapped array, ~5.9 GB per hour of
+  25 fps video at 128 x 171) and loads at ~60 % of its speed per core.
 * ``mfcc.npy`` - float32 [frames, 32] of the whole soundtrack (see :mod:`vaanet.data.mfcc`); zeros of
   the video's duration when there is no audio track (``has_audio`` false).
 * ``meta.json`` - written last; its presence marks the video as done, so a killed run resumes.
@@ -64,7 +64,7 @@ class PrepareConfig:
     sample_rate: int = SAMPLE_RATE
     drop_no_audio: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    frames: str = "raw"  # frame storage format (vaanet.data.frames); `vaanet prepare` defaults to jpeg
+    frames: str = "jpeg"  # frame storage format (vaanet.data.frames; jpeg: ~10x less disk, chosen by measurement)
 
     def __post_init__(self):
         check_format(self.frames, "PrepareConfig.frames")
@@ -264,9 +264,11 @@ def decode_audio(path: str, sample_rate: int) -> np.ndarray | None:
 def _finished(job: Job, out: Path) -> dict | None:
     """The index row of a video whose cache folder is complete, else None."""
     folder = out / "videos" / job.video_id
-    if not all((folder / f).exists() for f in ("meta.json", "frames.npy", "mfcc.npy")):
+    if not all((folder / f).exists() for f in ("meta.json", "mfcc.npy")):
         return None
     row = json.loads((folder / "meta.json").read_text())
+    if not (out / row.get("frames_file", "-")).is_file():
+        return None
     if (row.get("class_name"), Path(row.get("path", "")).name) != (job.class_name, Path(job.path).name):
         return None
     return {**row, "path": job.path}  # the data root may have moved since
