@@ -171,7 +171,9 @@ def test_confusion_matrix_drawing(tmp_path):
     assert colour["9"] == "white" and colour["0"] == "black"  # white on the darkest cell, black on the lightest
     plt.close(fig)
     test = {"confusion": np.array([[3, 1], [2, 4]]), "per_class": {"Joy": 0.75, "Fear": 0.67}, "acc": 0.7}
-    paths = _write_artifacts(tmp_path, Config(), ["Joy", "Fear"], test)
+    pred = {"video_ids": ["a", "b"], "labels": np.array([0, 1]), "probs": np.array([[0.8, 0.2], [0.4, 0.6]])}
+    paths = _write_artifacts(tmp_path, Config(), ["Joy", "Fear"], test, pred)
+    assert (tmp_path / "test_predictions.csv").read_text().splitlines()[1].startswith("a,Joy,Joy,0.8")
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000 and tmp_path / "confusion_matrix.png" in paths
 
 
