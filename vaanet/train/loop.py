@@ -5,9 +5,14 @@
 Paper defaults: Adam lr 2e-4, 32 videos per step, 150 epochs, PCCE lambda 0.5. Model selection on the
 validation subset; the selected model is evaluated once on test at the end.
 
-Checkpoint = a folder with ``state.pt`` (model, optimiser, epoch, RNG, history, MLflow run id) and
-``best_model.pt`` (the weights selected so far, with their config, loadable by ``vaanet predict``).
-Through Ray Train only the best (by val_acc) and the latest are kept.
+Checkpoint I/O is sized for shared storage:
+* the resumable state (``state.pt``: model, optimiser, epoch, RNG, history, MLflow run id) is a
+  checkpoint every ``run.checkpoint_every`` epochs and after the last one; only the latest is kept;
+* the selected weights (``best_model.pt``: weights, effective config, prepare manifest; no optimiser)
+  are written only when validation accuracy improves, as ``<run>/best/epoch_NNNN.pt``; older ones are
+  dropped once a checkpoint no longer needs them (a resume reloads the best of its own checkpoint, so
+  resume is exact). At the end the selected weights are ``<run>/best_model.pt`` and are also in the
+  last checkpoint: ``vaanet predict --checkpoint`` takes either folder.
 """
 from __future__ import annotations
 
@@ -57,6 +62,8 @@ def is_deterministic(error: BaseException) -> bool:
 
 # ---- where the loop runs: Ray Train worker or this process ------------------------------------------
 class LocalSession:
+    """Without Ray: the latest checkpoint is copied to ``<run>/checkpoints/last``."""
+
     rank, world_size = 0, 1
 
     def __init__(self, out_dir: Path):
@@ -74,15 +81,14 @@ class LocalSession:
         last = self.root / "last"
         yield last if (last / STATE).exists() else None
 
-    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+    def report(self, metrics: dict, folder: Path | None) -> None:
         if folder is None:
             return
-        for name in ("last",) + (("best",) if is_best else ()):
-            tmp = self.root / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(folder, tmp)
-            shutil.rmtree(self.root / name, ignore_errors=True)
-            tmp.rename(self.root / name)
+        tmp = self.root / ".last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(self.root / "last", ignore_errors=True)
+        tmp.rename(self.root / "last")
 
 
 class RaySession:
@@ -114,7 +120,7 @@ class RaySession:
             with ckpt.as_directory() as d:
                 yield Path(d)
 
-    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+    def report(self, metrics: dict, folder: Path | None) -> None:
         import ray.train
 
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None and self.rank == 0 else None
@@ -285,9 +291,8 @@ def train_fn(config: dict) -> dict:
             torch.set_rng_state(state["torch_rng"])
             start_epoch, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["mlflow_run_id"]
             finished = state.get("test")
-            saved = torch.load(folder / BEST, map_location="cpu", weights_only=True)
-            _check_same_config(saved["config"], cfg, out_dir)
-            best_weights = saved["model"]
+            _check_same_config(state["config"], cfg, out_dir)
+            best_weights = _load_best(out_dir, best["epoch"])
             log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
 
     tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
@@ -373,7 +378,11 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         history.append(metrics)
         log(_epoch_line(epoch + 1, cfg.optim.epochs, {**metrics, "is_best": is_best}, time.time() - t0), flush=True)
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
-        _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics, is_best, None)
+        if is_best and rank == 0:
+            _save_best(out_dir, cfg, best, best_weights)
+        due = (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch == cfg.optim.epochs - 1
+        _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics,
+                               None, due)
 
     # ---- test: the selected model, once ----
     m = model.module if hasattr(model, "module") else model
@@ -394,30 +403,64 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
         tracker.finish("FINISHED")
-    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, best_weights, tracker, cfg,
-                           {**final, "val_acc": best["val_acc"]}, False, final)
+    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, tracker, cfg, out_dir,
+                           {**final, "val_acc": best["val_acc"]}, final, True)
     return final
 
 
-def _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics,
-                           is_best, final):
+def _best_path(out_dir: Path, epoch: int) -> Path:
+    return out_dir / "best" / f"epoch_{epoch + 1:04d}.pt"
+
+
+def _save_best(out_dir: Path, cfg: Config, best: dict, weights: dict) -> None:
+    """The selected weights, written when validation accuracy improves (atomically)."""
+    manifest = Path(cfg.data.cache) / MANIFEST_FILE
+    prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
+    path = _best_path(out_dir, best["epoch"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": weights, "config": cfg.to_dict(), "epoch": best["epoch"] + 1, "val_acc": best["val_acc"],
+                "prepare": prepare}, tmp)
+    tmp.replace(path)
+
+
+def _load_best(out_dir: Path, epoch: int) -> dict | None:
+    if epoch < 0:
+        return None
+    path = _best_path(out_dir, epoch)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (the weights selected before this run's last checkpoint) is missing; "
+                                f"the run cannot resume exactly: delete {out_dir} to start it over")
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics, final,
+                           due: bool):
+    """Report the epoch's metrics (every epoch, for Tune's schedulers); with a checkpoint when ``due``."""
+    if not due:
+        session.report(metrics, None)
+        return
     with tempfile.TemporaryDirectory(prefix="vaanet-ckpt-") as tmp:
         folder = None
         if session.rank == 0:
             folder = Path(tmp)
             torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "torch_rng": torch.get_rng_state(),
+                        "history": history, "best": best, "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
                         "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
-            manifest = Path(cfg.data.cache) / MANIFEST_FILE
-            prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
-            torch.save({"model": best_weights, "config": cfg.to_dict(), "epoch": best["epoch"],
-                        "val_acc": best["val_acc"], "prepare": prepare}, folder / BEST)
-        session.report(metrics, folder, is_best)
+            if final is not None:  # the selected model travels with the last checkpoint, and sits in the run folder
+                shutil.copy(_best_path(out_dir, best["epoch"]), folder / BEST)
+                shutil.copy(folder / BEST, out_dir / f".{BEST}.tmp")
+                (out_dir / f".{BEST}.tmp").replace(out_dir / BEST)
+        session.report(metrics, folder)
+    if session.rank == 0:  # only the best of the latest checkpoint can be needed again
+        for path in (out_dir / "best").glob("epoch_*.pt"):
+            if path != _best_path(out_dir, best["epoch"]):
+                path.unlink(missing_ok=True)
 
 
 def fit_local(cfg: Config, out_dir: str | Path | None = None) -> dict:
-    """Run ``train_fn`` in this process (no Ray): checkpoints under ``<out_dir>/checkpoints/{last,best}``;
-    rerunning with the same ``out_dir`` resumes."""
+    """Run ``train_fn`` in this process (no Ray): the latest checkpoint under ``<out_dir>/checkpoints/last``,
+    the selected weights in ``<out_dir>/best_model.pt``; rerunning with the same ``out_dir`` resumes."""
     out_dir = Path(out_dir or Path(cfg.run.output) / cfg.run.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     return train_fn({"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": False})
