@@ -63,8 +63,11 @@ def _train(a):
 def _predict(a):
     from .predict import format_result, predict_video
 
+    from .predict import checkpoint_of_run
+
     figure = a.figure or f"{Path(a.video).stem}_attention.png"
-    print(format_result(predict_video(a.video, a.checkpoint, figure)))
+    checkpoint = a.checkpoint or checkpoint_of_run(a.run, a.mlflow_uri)
+    print(format_result(predict_video(a.video, checkpoint, figure)))
 
 
 def _estimate(a):
@@ -138,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="emotion distribution, polarity and attention figure of one video")
     s.add_argument("video", help="a video file")
-    s.add_argument("--checkpoint", required=True, help="best_model.pt of a training run, or its folder")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="best_model.pt of a training run, its run folder or a checkpoint folder")
+    which.add_argument("--run", help="an MLflow run id: its logged model, or the file its 'checkpoint' tag names")
+    s.add_argument("--mlflow-uri", default=None, help="tracking URI of --run (default: sqlite:///mlflow.db here)")
     s.add_argument("--figure", default=None, help="where to write the attention figure (PNG)")
     s.set_defaults(func=_predict)
 

@@ -37,7 +37,7 @@ from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
 from ..models.vaanet import build_model, feature_size
 from .metrics import attention_metrics, classification_metrics, predict
-from .tracking import Tracker, code_version
+from .tracking import Tracker, code_version, git_commit
 
 STATE, BEST = "state.pt", "best_model.pt"
 
@@ -248,9 +248,20 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict)
 
 
 def run_tags(cfg: Config) -> dict[str, str]:
+    """Analysis tags (preset, loss, lam, split, seed, dataset; a study adds study/table/row) and MLflow's
+    standard ones: source commit and entry point, user, and the run described in words."""
+    import getpass
+
     tags = dict(preset=cfg.model.preset or "custom", loss=cfg.optim.loss, lam=f"{cfg.optim.effective_lambda:g}",
                 split=Path(cfg.data.split).stem, seed=str(cfg.run.seed), dataset=cfg.data.dataset)
-    return {**tags, **cfg.run.tags}
+    tags = {**tags, **cfg.run.tags}
+    words = (f"{tags.get('study', 'single')} run" + (f", row {tags['row']}" if "row" in tags else "")
+             + f": preset {tags['preset']}, {cfg.optim.loss.upper()} (lambda {tags['lam']}), {tags['split']}, "
+             f"seed {tags['seed']}, {cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, depth {cfg.model.depth}, "
+             f"attention style {cfg.model.attention_style}")
+    standard = {"mlflow.source.git.commit": git_commit(), "mlflow.source.name": "vaanet train",
+                "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser(), "mlflow.note.content": words}
+    return {**{k: v for k, v in standard.items() if v}, **tags}
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
@@ -304,6 +315,7 @@ def train_fn(config: dict) -> dict:
 
             tags["ray_node_id"] = ray.get_runtime_context().get_node_id()
         tracker.start(params_flat, tags)
+        tracker.log_split(cfg.data.split, cfg.data.cache)
     if finished is not None:
         log("this run already finished; nothing to train")
         tracker.finish("FINISHED")  # closes a run left open by a kill after the final checkpoint
@@ -399,6 +411,9 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
     if rank == 0:
         artifacts = _write_artifacts(out_dir / "artifacts", cfg, classes, test, pred)
         tracker.log_final(final, artifacts, step=cfg.optim.epochs)
+        shutil.copy(_best_path(out_dir, best["epoch"]), out_dir / f".{BEST}.tmp")
+        (out_dir / f".{BEST}.tmp").replace(out_dir / BEST)  # the selected weights, in the run folder
+        tracker.log_model(out_dir / BEST)
         log(f"test (model of epoch {best['epoch'] + 1}): accuracy {test['acc']:.3f}  mean class accuracy "
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
@@ -447,10 +462,8 @@ def _checkpoint_and_report(session, model, optimizer, epoch, history, best, trac
             torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
                         "history": history, "best": best, "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
                         "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
-            if final is not None:  # the selected model travels with the last checkpoint, and sits in the run folder
-                shutil.copy(_best_path(out_dir, best["epoch"]), folder / BEST)
-                shutil.copy(folder / BEST, out_dir / f".{BEST}.tmp")
-                (out_dir / f".{BEST}.tmp").replace(out_dir / BEST)
+            if final is not None:  # the selected model travels with the last checkpoint too
+                shutil.copy(out_dir / BEST, folder / BEST)
         session.report(metrics, folder)
     if session.rank == 0:  # only the best of the latest checkpoint can be needed again
         for path in (out_dir / "best").glob("epoch_*.pt"):
