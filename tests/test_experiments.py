@@ -66,6 +66,13 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
                "--set", "run.fail_at_epoch=0", *lam, "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming study main_comparison-synth: 0/2" in r.stdout
+    # the console says what happens, and nothing of Ray's internals
+    assert "study: 2/2 trials done, 0 running, 0 pending, 0 failed" in r.stdout
+    assert "[VS-VCW-VT-AT_split_00_seed0] epoch 1: train loss" in r.stdout
+    for chatter in ("TrainingReport(", "Checkpoint successfully created", "Traceback", "pid="):
+        assert chatter not in r.stdout + r.stderr, chatter
+    assert "epoch   1/1" in (tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
+                             / "train.log").read_text()
     table_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
     assert table_line.split()[1] == "2"  # n = 2 splits
     runs = _runs(tmp_path, "main_comparison-synth")

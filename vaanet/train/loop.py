@@ -178,6 +178,17 @@ def _epoch_line(epoch: int, epochs: int, m: dict, seconds: float) -> str:
             f"{'  *best' if m.get('is_best') else ''}  ({seconds:.1f} s)")
 
 
+def _logger(out_dir: Path):
+    """Print, and keep the line in ``<run>/train.log`` (a study's console shows only its own progress)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(*args, **kwargs):
+        print(*args, **kwargs)
+        with (out_dir / "train.log").open("a") as f:
+            print(time.strftime("%Y-%m-%d %H:%M:%S"), *args, file=f)
+    return log
+
+
 def _progress(iterable, total, enabled):
     if not enabled or not sys.stderr.isatty():
         return iterable
@@ -279,7 +290,7 @@ def train_fn(config: dict) -> dict:
     if cuda:
         torch.backends.cudnn.benchmark = True
     amp = torch.bfloat16 if (cuda and cfg.run.bf16) else None
-    log = print if rank == 0 else (lambda *a, **k: None)
+    log = _logger(out_dir) if rank == 0 else (lambda *a, **k: None)
 
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model)

@@ -34,6 +34,7 @@ from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_c
 from ..train.loop import is_deterministic
 from ..train.ray_train import make_trainer, resolve_paths
 from ..train.tracking import ensure_experiment, git_commit, run_id_of
+from .progress import StudyProgress
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -76,6 +77,8 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
                    "must be trusted storage (only you can write it)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted study (finished trials are kept)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 split, 1 epoch")
+    p.add_argument("--verbose", action="store_true", help="also show the workers' output and Ray's messages (by "
+                   "default they go to each run's train.log and Ray's session logs; the console shows epochs and progress)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (repeatable), applied over the dataset's YAML; may replace a study-wide "
                    "default (announced), never a key the grid or the study sets per trial (an error)")
@@ -434,7 +437,7 @@ def _start_ray(args) -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
-    ray.init(address=address, log_to_driver=True, logging_level="WARNING",
+    ray.init(address=address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
              runtime_env={"env_vars": env} if env else None)
 
 
@@ -500,8 +503,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
                 if state is not None else f"study {experiment}: {len(points)} trials")
         print(f"{verb} ({len(study.grid)} rows x {len(split_files)} splits x {len(seeds)} seeds), "
               f"{base.optim.epochs} epochs each, up to {concurrent} at once", flush=True)
+        progress = StudyProgress(len(points), len(points) - len(todo), concurrent)
         results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
-                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}").fit()
+                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
         errors = {r.config["point"]["name"]: _first_line(r.error) for r in results
                   if r.error is not None and r.config and "point" in r.config}
         frame = results_frame(points, train_root, errors)
@@ -532,7 +536,8 @@ def _finish_parent(uri, experiment, parent, table, frame, report_dir) -> None:
               file=sys.stderr)
 
 
-def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name: str, tune_config=None):
+def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name: str, tune_config=None,
+           callbacks=None):
     from ray import tune
 
     resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker)
@@ -543,7 +548,7 @@ def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name:
     return tune.Tuner(
         trainable, param_space={"base": base.to_dict(), "resources": resources, **space},
         tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=str(output),
+        run_config=tune.RunConfig(name=name, storage_path=str(output), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures), verbose=0),
     )
 
@@ -585,7 +590,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
                                     max_t=max(base.optim.epochs, 1) + 1),
             metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent)
         tuner = _tuner(args, base, {"fixed": fixed, "tags": tags, "search": space}, concurrent, output, "search",
-                       tune_config)
+                       tune_config, callbacks=[StudyProgress(args.samples, 0, concurrent)])
     results = tuner.fit()
     train_root = Path(base.run.output)
     rows = []
