@@ -5,7 +5,8 @@ import pandas as pd
 
 from vaanet.train.tracking import default_tracking_uri
 
-TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment")
+TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role")
+POINT = ["mlflow_experiment", "study", "dataset", "row", "split", "seed"]  # one trial of a study
 
 
 def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFrame:
@@ -22,7 +23,8 @@ def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFr
     rows = []
     for name, exp in found.items():
         for run in client.search_runs([exp.experiment_id], max_results=50000):
-            row = {"run_id": run.info.run_id, "mlflow_experiment": name, "status": run.info.status}
+            row = {"run_id": run.info.run_id, "mlflow_experiment": name, "status": run.info.status,
+                   "start_time": run.info.start_time}
             row.update({t: run.data.tags.get(t) for t in TAGS})
             row.update(run.data.metrics)
             rows.append(row)
@@ -31,4 +33,14 @@ def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFr
         return pd.DataFrame(columns=["run_id", "mlflow_experiment", "status", *TAGS])
     frame["lam"] = pd.to_numeric(frame["lam"], errors="coerce")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce")
-    return frame
+    return one_run_per_point(frame[frame["role"] != "study"])  # a study's parent run holds its summary
+
+
+def one_run_per_point(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per study trial (grid point x split x seed): the latest FINISHED run of it, else its latest
+    run, so reruns and retries are never counted twice. Runs outside a study are kept as they are."""
+    trials = frame[frame["row"].notna()]
+    chosen = (trials.assign(_finished=trials["status"].eq("FINISHED"))
+              .sort_values(["_finished", "start_time", "run_id"]).drop_duplicates(POINT, keep="last")
+              .drop(columns="_finished"))
+    return pd.concat([chosen, frame[frame["row"].isna()]]).sort_index()

@@ -44,7 +44,7 @@ def tiny_config(synth_root, synth_cache, tmp_path, **overrides):
         f"data.truth={synth_root / 'synth_truth.csv'}", "data.audio_frames=8", "data.num_workers=0",
         "model.depth=10", "model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32",
         "model.attention_style=reference", "optim.epochs=3", "optim.batch_size=4", "optim.lr=1e-3",
-        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", "run.threads=1",
+        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", "run.threads=1", "run.checkpoint_every=1",
         f"run.output={tmp_path / 'runs'}", "run.tags={study: unit, table: '3'}",
     ] + [f"{k}={v}" for k, v in overrides.items()]
     return load_config(None, sets)

@@ -183,20 +183,20 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
     _, _, ref_tmp = reference_run
     videos = [str(p) for p in sorted(synth_root.glob("*/*.mp4"))[:3]]
     out = tmp_path / "figure3.png"
-    assert figure3_main(videos + ["--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best"), "--out", str(out)]) == 0
+    assert figure3_main(videos + ["--checkpoint", str(ref_tmp / "run"), "--out", str(out)]) == 0
     assert out.stat().st_size > 10000
     from analysis.figures import run_title
 
     cfg = reference_run[0]
-    title = run_title(ref_tmp / "run" / "checkpoints" / "best")
+    title = run_title(ref_tmp / "run")
     assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # no folder name
-    assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run" / "checkpoints" / "best")]) == 2
+    assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run")]) == 2
     # each row knows its true class (the class folder) and, on the synthetic set, its planted evidence
     import pandas as pd
 
     from vaanet.predict import attention_rows
 
-    rows = attention_rows(ref_tmp / "run" / "checkpoints" / "best", videos)
+    rows = attention_rows(ref_tmp / "run", videos)
     truth = pd.read_csv(synth_root / "synth_truth.csv", dtype={"video_id": str}).set_index("video_id")
     for video, row in zip(videos, rows):
         assert row["true"] == Path(video).parent.name and row["predicted"] in cfg.data.classes

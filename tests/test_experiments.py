@@ -25,12 +25,14 @@ def _study(script, synth_root, synth_cache, tmp_path, *extra, env=None, timeout=
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _runs(tmp_path, experiment):
+def _runs(tmp_path, experiment, role=None):
+    """The trial runs of an experiment (``role="study"``: its parent runs)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id]) if exp else []
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.data.tags.get("role") == role]
 
 
 def test_cluster_config_matches_the_launcher_schema():
@@ -64,6 +66,13 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
                "--set", "run.fail_at_epoch=0", *lam, "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming study main_comparison-synth: 0/2" in r.stdout
+    # the console says what happens, and nothing of Ray's internals
+    assert "study: 2/2 trials done, 0 running, 0 pending, 0 failed" in r.stdout
+    assert "[VS-VCW-VT-AT_split_00_seed0] epoch 1: train loss" in r.stdout
+    for chatter in ("TrainingReport(", "Checkpoint successfully created", "Traceback", "pid="):
+        assert chatter not in r.stdout + r.stderr, chatter
+    assert "epoch   1/1" in (tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
+                             / "train.log").read_text()
     table_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
     assert table_line.split()[1] == "2"  # n = 2 splits
     runs = _runs(tmp_path, "main_comparison-synth")
@@ -77,6 +86,32 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     reports = tmp_path / "runs" / "main_comparison-synth" / "reports"
     assert (reports / "trials.csv").exists() and "VAANet (this run)" in (reports / "table1_synth.md").read_text()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "reports").exists()
+    # MLflow is the home of the study: one parent run with the tables and figures, the trials nested in it
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
+    (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
+    assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
+    assert f"runs/{parent.info.run_id}" in r.stdout  # the link printed at the end
+    assert parent.data.metrics["acc.VS+VCW+VT+AT"] >= 0 and "mlflow.note.content" in parent.data.tags
+    reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
+    assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports
+    assert client.get_experiment_by_name("main_comparison-synth").tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+    for run in finished:
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["mlflow.source.name"] == "main_comparison.py"
+        assert tags["mlflow.user"] and "seed 0" in tags["mlflow.note.content"] and tags["checkpoint"].endswith("best_model.pt")
+        assert len(tags["mlflow.source.git.commit"]) == 40
+        (inp,) = run.inputs.dataset_inputs
+        assert inp.dataset.name.endswith(tags["split"]) and inp.dataset.digest
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/best_model.pt"}
+    # `vaanet predict --run RUN_ID` finds the run's selected weights
+    video = sorted(synth_root.glob("Joy/*.mp4"))[0]
+    p = subprocess.run([sys.executable, "-m", "vaanet.cli", "predict", str(video), "--run", finished[0].info.run_id,
+                        "--mlflow-uri", f"sqlite:///{tmp_path / 'tracking.db'}", "--figure", str(tmp_path / "f.png")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0 and "prediction:" in p.stdout, p.stderr
     # a finished study does no training
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, *lam)
     assert r.returncode == 0 and "nothing to train" in r.stdout

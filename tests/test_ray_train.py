@@ -32,10 +32,12 @@ def test_torch_trainer_recovers_and_matches_local_run(local_ray, reference_run, 
     assert (run_dir / ".failure_injected").exists()  # it did fail once, and recovered
     assert json.loads((run_dir / "final_metrics.json").read_text()) == local_final
     checkpoints = sorted(p.name for p in run_dir.glob("checkpoint_*"))
-    assert 1 <= len(checkpoints) <= 2  # best and latest only
+    assert len(checkpoints) == 1  # the latest only; the selected weights live in the run folder
+    assert len(list((run_dir / "best").glob("epoch_*.pt"))) == 1 and (run_dir / "best_model.pt").is_file()
+    assert (run_dir / checkpoints[0] / "best_model.pt").is_file()  # predict takes the last checkpoint too
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [0, 1, 2, None]  # epoch 0 logged once, epochs 1-2 after the restart, then the test metrics
+    assert steps == [1, 2, 3, 3]  # epoch 1 logged once, epochs 2-3 after the restart, then the test metrics
     client = MlflowClient(cfg.run.mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [1, 2, 3]

@@ -123,7 +123,7 @@ def test_config_validation(tmp_path):
 
 def test_predict_prints_distribution_and_writes_figure(reference_run, synth_root, tmp_path):
     _, _, ref_tmp = reference_run
-    ckpt = ref_tmp / "run" / "checkpoints" / "best"
+    ckpt = ref_tmp / "run"
     video = sorted(synth_root.glob("Joy/*.mp4"))[0]
     result = predict_video(video, ckpt, tmp_path / "fig.png")
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -150,7 +150,7 @@ def test_cli_predict(reference_run, synth_root, tmp_path):
     _, _, ref_tmp = reference_run
     video = sorted(synth_root.glob("Fear/*.mp4"))[0]
     r = subprocess.run([sys.executable, "-m", "vaanet.cli", "predict", str(video), "--checkpoint",
-                        str(ref_tmp / "run" / "checkpoints" / "best"), "--figure", str(tmp_path / "f.png")],
+                        str(ref_tmp / "run"), "--figure", str(tmp_path / "f.png")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "prediction:" in r.stdout and (tmp_path / "f.png").exists()

@@ -36,7 +36,7 @@ def test_predict_sees_the_pixels_training_saw(synth_root, synth_cache, tmp_path)
     cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "model.visual_weights": str(weights)})
     assert cfg.model.pixel_normalization is None  # nothing set: the weights decide
     fit_local(cfg, tmp_path / "run")
-    best = tmp_path / "run" / "checkpoints" / "best" / "best_model.pt"
+    best = tmp_path / "run" / "best_model.pt"
     saved = torch.load(best, weights_only=True)["config"]["model"]
     assert saved["pixel_normalization"] == "kinetics400_0_255"  # the effective config is what is saved
     client = MlflowClient(cfg.run.mlflow_uri)
@@ -83,7 +83,7 @@ def test_predict_refuses_what_is_not_a_video(reference_run, tmp_path):
     import matplotlib.pyplot as plt
 
     _, _, ref_tmp = reference_run
-    ckpt = ref_tmp / "run" / "checkpoints" / "best"
+    ckpt = ref_tmp / "run"
     (tmp_path / "notes.txt").write_text("hello")
     plt.imsave(tmp_path / "photo.png", np.random.default_rng(0).random((48, 64, 3)))
     still = _write_video(tmp_path / "still.mp4", frames=1)

@@ -63,16 +63,21 @@ def _train(a):
 def _predict(a):
     from .predict import format_result, predict_video
 
+    from .predict import checkpoint_of_run
+
     figure = a.figure or f"{Path(a.video).stem}_attention.png"
-    print(format_result(predict_video(a.video, a.checkpoint, figure)))
+    checkpoint = a.checkpoint or checkpoint_of_run(a.run, a.mlflow_uri)
+    print(format_result(predict_video(a.video, checkpoint, figure)))
 
 
 def _estimate(a):
     from .config import load_config
-    from .estimate import cache_disk_report, report
+    from .estimate import cache_disk_report, checkpoint_report, report
 
     cfg = load_config(a.config, a.set)
-    print(report(cfg.model, a.epochs or cfg.optim.epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
+    epochs = a.epochs or cfg.optim.epochs
+    print(report(cfg.model, epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
+    print(checkpoint_report(cfg.model, epochs, cfg.run.checkpoint_every, a.tflops, a.write_gbps))
     print(cache_disk_report())
 
 
@@ -136,17 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="emotion distribution, polarity and attention figure of one video")
     s.add_argument("video", help="a video file")
-    s.add_argument("--checkpoint", required=True, help="best_model.pt of a training run, or its folder")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="best_model.pt of a training run, its run folder or a checkpoint folder")
+    which.add_argument("--run", help="an MLflow run id: its logged model, or the file its 'checkpoint' tag names")
+    s.add_argument("--mlflow-uri", default=None, help="tracking URI of --run (default: sqlite:///mlflow.db here)")
     s.add_argument("--figure", default=None, help="where to write the attention figure (PNG)")
     s.set_defaults(func=_predict)
 
-    s = sub.add_parser("estimate", help="FLOPs, activation memory, largest micro-batch and GPU-hours of a config")
+    s = sub.add_parser("estimate", help="FLOPs, memory, micro-batch, GPU-hours, checkpoint and cache bytes of a config")
     s.add_argument("--config", required=True, help="YAML config (see configs/)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     s.add_argument("--gpu-memory", type=float, default=80.0, help="GPU memory in GB (default 80)")
     s.add_argument("--tflops", type=float, default=100.0,
                    help="sustained training throughput in TFLOP/s assumed for the GPU-hours (default 100)")
     s.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's)")
+    s.add_argument("--write-gbps", type=float, default=1.0,
+                   help="checkpoint write bandwidth of the run storage in GB/s assumed for checkpoint time (default 1)")
     s.set_defaults(func=_estimate)
     return p
 

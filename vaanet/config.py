@@ -77,6 +77,7 @@ class RunConfig:
     bf16: bool = True  # autocast on CUDA only
     compile: bool = False  # torch.compile the backbone (falls back to eager where it cannot compile)
     threads: int = 0  # torch CPU threads per worker; 0 = torch's default
+    checkpoint_every: int = 10  # epochs between resumable checkpoints (the last epoch always); see `vaanet estimate`
     fail_at_epoch: int = -1  # fault injection for tests: raise once at this epoch
     tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis
 
@@ -89,6 +90,8 @@ class RunConfig:
             check_name(getattr(self, key), f"run.{key}")
         if self.threads < 0:
             raise ValueError(f"run.threads must be >= 0, got {self.threads}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"run.checkpoint_every must be >= 1 (epochs), got {self.checkpoint_every}")
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]*")

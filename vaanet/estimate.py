@@ -112,6 +112,35 @@ def report(cfg: ModelConfig, epochs: int, gpu_gb: float, sustained_tflops: float
     return "\n".join(lines)
 
 
+def epoch_seconds(gflops_forward: float, dataset: str, sustained_tflops: float) -> float:
+    n = VIDEOS[dataset]
+    per_epoch = 3 * n * TRAIN_SHARE[dataset] + n * (1 - TRAIN_SHARE[dataset])
+    return per_epoch * gflops_forward * 1e9 / (sustained_tflops * 1e12)
+
+
+def checkpoint_report(cfg: ModelConfig, epochs: int, every: int, sustained_tflops: float, write_gbps: float,
+                      dataset: str = "ve8") -> str:
+    """Bytes one run and each table's study write as checkpoints (fp32): the resumable state (weights +
+    Adam's two moments = 12 bytes per parameter) every ``every`` epochs and after the last, and the
+    selected weights (4 bytes per parameter) each time validation accuracy improves (1 to ``epochs``
+    times); and checkpoint time against epoch time at the assumed throughputs."""
+    c = count_complexity(cfg)
+    state, best = 4 * c.params + 8 * c.trainable_params, 4 * c.params
+    n_states = -(-epochs // every)  # every N-th epoch and the last
+    low, high = n_states * state + best, n_states * state + epochs * best
+    ratio = state / (write_gbps * 1e9) / (every * epoch_seconds(c.gflops, dataset, sustained_tflops))
+    lines = [f"checkpoints (run.checkpoint_every={every}, {epochs} epochs): state {state / 1e9:.2f} GB (weights + Adam), "
+             f"selected weights {best / 1e9:.2f} GB (written only when validation accuracy improves)",
+             f"  one run writes {low / 1e9:.1f}-{high / 1e9:.1f} GB ({n_states} states + 1 to {epochs} selected-weight "
+             f"files); every epoch, as before, would be {epochs * (state + best) / 1e9:.0f} GB",
+             f"  checkpoint time at {write_gbps:g} GB/s: {state / (write_gbps * 1e9):.1f} s per state = "
+             f"{100 * ratio:.1f} % of {every} {dataset.upper()} epochs at {sustained_tflops:g} TFLOP/s"]
+    for table, runs in TABLE_RUNS.items():
+        n = sum(r for _, r in runs)
+        lines.append(f"  {table:<45}{n * low / 1e9:>8.0f}-{n * high / 1e9:.0f} GB")
+    return "\n".join(lines)
+
+
 # Frame cache disk (`vaanet prepare --frames`), from resolution x measured compression ratio: raw stores
 # T x H x W x 3 bytes; COMPRESSION is raw bytes / format bytes at the same resolution, measured by
 # benchmarks/data_throughput.py (see docs/performance.md for the run and its content).

@@ -19,6 +19,31 @@ from .models.pretrained import CheckpointError
 from .models.vaanet import VAANet
 
 
+def checkpoint_of_run(run_id: str, uri: str | None = None) -> Path:
+    """The selected weights of an MLflow run: its ``model/best_model.pt`` artifact, else the file its
+    ``checkpoint`` tag names."""
+    from mlflow.tracking import MlflowClient
+
+    from .train.tracking import default_tracking_uri
+
+    uri = uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"no MLflow run {run_id} in {uri} ({type(e).__name__}); pass --mlflow-uri of its store") from e
+    if any(a.path == "model/best_model.pt" for a in client.list_artifacts(run_id, "model")):
+        import mlflow.artifacts
+
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model/best_model.pt",
+                                                        tracking_uri=uri))
+    path = run.data.tags.get("checkpoint")
+    if path and Path(path).is_file():
+        return Path(path)
+    raise FileNotFoundError(f"MLflow run {run_id} ({run.info.run_name}, {run.info.status}) has no selected weights "
+                            f"{'at ' + path if path else '(it did not finish)'}; pass --checkpoint <run folder>")
+
+
 def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
     """Model (eval mode) and config from ``best_model.pt`` (or a checkpoint folder holding one)."""
     path = Path(path)

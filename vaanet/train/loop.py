@@ -5,9 +5,14 @@
 Paper defaults: Adam lr 2e-4, 32 videos per step, 150 epochs, PCCE lambda 0.5. Model selection on the
 validation subset; the selected model is evaluated once on test at the end.
 
-Checkpoint = a folder with ``state.pt`` (model, optimiser, epoch, RNG, history, MLflow run id) and
-``best_model.pt`` (the weights selected so far, with their config, loadable by ``vaanet predict``).
-Through Ray Train only the best (by val_acc) and the latest are kept.
+Checkpoint I/O is sized for shared storage:
+* the resumable state (``state.pt``: model, optimiser, epoch, RNG, history, MLflow run id) is a
+  checkpoint every ``run.checkpoint_every`` epochs and after the last one; only the latest is kept;
+* the selected weights (``best_model.pt``: weights, effective config, prepare manifest; no optimiser)
+  are written only when validation accuracy improves, as ``<run>/best/epoch_NNNN.pt``; older ones are
+  dropped once a checkpoint no longer needs them (a resume reloads the best of its own checkpoint, so
+  resume is exact). At the end the selected weights are ``<run>/best_model.pt`` and are also in the
+  last checkpoint: ``vaanet predict --checkpoint`` takes either folder.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
 from ..models.vaanet import build_model, feature_size
 from .metrics import attention_metrics, classification_metrics, predict
-from .tracking import Tracker, code_version
+from .tracking import Tracker, code_version, git_commit
 
 STATE, BEST = "state.pt", "best_model.pt"
 
@@ -57,6 +62,8 @@ def is_deterministic(error: BaseException) -> bool:
 
 # ---- where the loop runs: Ray Train worker or this process ------------------------------------------
 class LocalSession:
+    """Without Ray: the latest checkpoint is copied to ``<run>/checkpoints/last``."""
+
     rank, world_size = 0, 1
 
     def __init__(self, out_dir: Path):
@@ -74,15 +81,14 @@ class LocalSession:
         last = self.root / "last"
         yield last if (last / STATE).exists() else None
 
-    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+    def report(self, metrics: dict, folder: Path | None) -> None:
         if folder is None:
             return
-        for name in ("last",) + (("best",) if is_best else ()):
-            tmp = self.root / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(folder, tmp)
-            shutil.rmtree(self.root / name, ignore_errors=True)
-            tmp.rename(self.root / name)
+        tmp = self.root / ".last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(self.root / "last", ignore_errors=True)
+        tmp.rename(self.root / "last")
 
 
 class RaySession:
@@ -114,7 +120,7 @@ class RaySession:
             with ckpt.as_directory() as d:
                 yield Path(d)
 
-    def report(self, metrics: dict, folder: Path | None, is_best: bool) -> None:
+    def report(self, metrics: dict, folder: Path | None) -> None:
         import ray.train
 
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None and self.rank == 0 else None
@@ -170,6 +176,17 @@ def _epoch_line(epoch: int, epochs: int, m: dict, seconds: float) -> str:
     return (f"epoch {epoch:>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} | "
             f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} polarity {m['val_polarity_acc']:.3f}"
             f"{'  *best' if m.get('is_best') else ''}  ({seconds:.1f} s)")
+
+
+def _logger(out_dir: Path):
+    """Print, and keep the line in ``<run>/train.log`` (a study's console shows only its own progress)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(*args, **kwargs):
+        print(*args, **kwargs)
+        with (out_dir / "train.log").open("a") as f:
+            print(time.strftime("%Y-%m-%d %H:%M:%S"), *args, file=f)
+    return log
 
 
 def _progress(iterable, total, enabled):
@@ -242,9 +259,20 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict)
 
 
 def run_tags(cfg: Config) -> dict[str, str]:
+    """Analysis tags (preset, loss, lam, split, seed, dataset; a study adds study/table/row) and MLflow's
+    standard ones: source commit and entry point, user, and the run described in words."""
+    import getpass
+
     tags = dict(preset=cfg.model.preset or "custom", loss=cfg.optim.loss, lam=f"{cfg.optim.effective_lambda:g}",
                 split=Path(cfg.data.split).stem, seed=str(cfg.run.seed), dataset=cfg.data.dataset)
-    return {**tags, **cfg.run.tags}
+    tags = {**tags, **cfg.run.tags}
+    words = (f"{tags.get('study', 'single')} run" + (f", row {tags['row']}" if "row" in tags else "")
+             + f": preset {tags['preset']}, {cfg.optim.loss.upper()} (lambda {tags['lam']}), {tags['split']}, "
+             f"seed {tags['seed']}, {cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, depth {cfg.model.depth}, "
+             f"attention style {cfg.model.attention_style}")
+    standard = {"mlflow.source.git.commit": git_commit(), "mlflow.source.name": "vaanet train",
+                "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser(), "mlflow.note.content": words}
+    return {**{k: v for k, v in standard.items() if v}, **tags}
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
@@ -262,7 +290,7 @@ def train_fn(config: dict) -> dict:
     if cuda:
         torch.backends.cudnn.benchmark = True
     amp = torch.bfloat16 if (cuda and cfg.run.bf16) else None
-    log = print if rank == 0 else (lambda *a, **k: None)
+    log = _logger(out_dir) if rank == 0 else (lambda *a, **k: None)
 
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model)
@@ -285,9 +313,8 @@ def train_fn(config: dict) -> dict:
             torch.set_rng_state(state["torch_rng"])
             start_epoch, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["mlflow_run_id"]
             finished = state.get("test")
-            saved = torch.load(folder / BEST, map_location="cpu", weights_only=True)
-            _check_same_config(saved["config"], cfg, out_dir)
-            best_weights = saved["model"]
+            _check_same_config(state["config"], cfg, out_dir)
+            best_weights = _load_best(out_dir, best["epoch"])
             log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
 
     tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
@@ -299,6 +326,7 @@ def train_fn(config: dict) -> dict:
 
             tags["ray_node_id"] = ray.get_runtime_context().get_node_id()
         tracker.start(params_flat, tags)
+        tracker.log_split(cfg.data.split, cfg.data.cache)
     if finished is not None:
         log("this run already finished; nothing to train")
         tracker.finish("FINISHED")  # closes a run left open by a kill after the final checkpoint
@@ -373,7 +401,11 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         history.append(metrics)
         log(_epoch_line(epoch + 1, cfg.optim.epochs, {**metrics, "is_best": is_best}, time.time() - t0), flush=True)
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
-        _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics, is_best, None)
+        if is_best and rank == 0:
+            _save_best(out_dir, cfg, best, best_weights)
+        due = (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch == cfg.optim.epochs - 1
+        _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics,
+                               None, due)
 
     # ---- test: the selected model, once ----
     m = model.module if hasattr(model, "module") else model
@@ -390,34 +422,69 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
     if rank == 0:
         artifacts = _write_artifacts(out_dir / "artifacts", cfg, classes, test, pred)
         tracker.log_final(final, artifacts, step=cfg.optim.epochs)
+        shutil.copy(_best_path(out_dir, best["epoch"]), out_dir / f".{BEST}.tmp")
+        (out_dir / f".{BEST}.tmp").replace(out_dir / BEST)  # the selected weights, in the run folder
+        tracker.log_model(out_dir / BEST)
         log(f"test (model of epoch {best['epoch'] + 1}): accuracy {test['acc']:.3f}  mean class accuracy "
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
         tracker.finish("FINISHED")
-    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, best_weights, tracker, cfg,
-                           {**final, "val_acc": best["val_acc"]}, False, final)
+    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, tracker, cfg, out_dir,
+                           {**final, "val_acc": best["val_acc"]}, final, True)
     return final
 
 
-def _checkpoint_and_report(session, model, optimizer, epoch, history, best, best_weights, tracker, cfg, metrics,
-                           is_best, final):
+def _best_path(out_dir: Path, epoch: int) -> Path:
+    return out_dir / "best" / f"epoch_{epoch + 1:04d}.pt"
+
+
+def _save_best(out_dir: Path, cfg: Config, best: dict, weights: dict) -> None:
+    """The selected weights, written when validation accuracy improves (atomically)."""
+    manifest = Path(cfg.data.cache) / MANIFEST_FILE
+    prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
+    path = _best_path(out_dir, best["epoch"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": weights, "config": cfg.to_dict(), "epoch": best["epoch"] + 1, "val_acc": best["val_acc"],
+                "prepare": prepare}, tmp)
+    tmp.replace(path)
+
+
+def _load_best(out_dir: Path, epoch: int) -> dict | None:
+    if epoch < 0:
+        return None
+    path = _best_path(out_dir, epoch)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (the weights selected before this run's last checkpoint) is missing; "
+                                f"the run cannot resume exactly: delete {out_dir} to start it over")
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics, final,
+                           due: bool):
+    """Report the epoch's metrics (every epoch, for Tune's schedulers); with a checkpoint when ``due``."""
+    if not due:
+        session.report(metrics, None)
+        return
     with tempfile.TemporaryDirectory(prefix="vaanet-ckpt-") as tmp:
         folder = None
         if session.rank == 0:
             folder = Path(tmp)
             torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "torch_rng": torch.get_rng_state(),
+                        "history": history, "best": best, "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
                         "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
-            manifest = Path(cfg.data.cache) / MANIFEST_FILE
-            prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
-            torch.save({"model": best_weights, "config": cfg.to_dict(), "epoch": best["epoch"],
-                        "val_acc": best["val_acc"], "prepare": prepare}, folder / BEST)
-        session.report(metrics, folder, is_best)
+            if final is not None:  # the selected model travels with the last checkpoint too
+                shutil.copy(out_dir / BEST, folder / BEST)
+        session.report(metrics, folder)
+    if session.rank == 0:  # only the best of the latest checkpoint can be needed again
+        for path in (out_dir / "best").glob("epoch_*.pt"):
+            if path != _best_path(out_dir, best["epoch"]):
+                path.unlink(missing_ok=True)
 
 
 def fit_local(cfg: Config, out_dir: str | Path | None = None) -> dict:
-    """Run ``train_fn`` in this process (no Ray): checkpoints under ``<out_dir>/checkpoints/{last,best}``;
-    rerunning with the same ``out_dir`` resumes."""
+    """Run ``train_fn`` in this process (no Ray): the latest checkpoint under ``<out_dir>/checkpoints/last``,
+    the selected weights in ``<out_dir>/best_model.pt``; rerunning with the same ``out_dir`` resumes."""
     out_dir = Path(out_dir or Path(cfg.run.output) / cfg.run.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     return train_fn({"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": False})

@@ -1,7 +1,7 @@
 """Ray Train driver: one configuration on ``workers`` Ray Train workers (DDP when more than one).
 
-Thin glue: a TorchTrainer over :func:`vaanet.train.loop.train_fn`, CheckpointConfig keeping the best
-(by val_acc) and the latest checkpoint, FailureConfig for retries. Rerunning with the same
+Thin glue: a TorchTrainer over :func:`vaanet.train.loop.train_fn`, CheckpointConfig keeping the latest
+checkpoint (the loop keeps the selected weights itself), FailureConfig for retries. Rerunning with the same
 ``run.output`` / ``run.name`` resumes from the latest checkpoint (Ray Train restores the run from its
 storage folder).
 """
@@ -50,8 +50,7 @@ def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=cfg.run.name, storage_path=cfg.run.output,
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc",
-                                               checkpoint_score_order="max"),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest; the selected weights: <run>/best
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=callbacks,
         ),

@@ -64,7 +64,23 @@ def ensure_experiment(uri: str | None, experiment: str) -> str:
     check_reachable(uri or "")
     client = MlflowClient(tracking_uri=uri or default_tracking_uri())
     exp = client.get_experiment_by_name(experiment)
-    return exp.experiment_id if exp else client.create_experiment(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+
+
+def git_commit() -> str:
+    """The full commit of the vaanet checkout ('' when it is not a git checkout)."""
+    root = Path(vaanet.__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git is fine
+        return ""
+
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the training-runs view
+MODEL_ARTIFACT_LIMIT = 50e6  # selected weights up to this size are logged as an artifact; larger: a path tag
 
 
 def code_version() -> str:
@@ -167,6 +183,29 @@ class Tracker:
         batch = [Metric(k, v, ts, step) for k, v in finite.items()]
         for i in range(0, len(batch), 200):
             self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
+
+    def log_split(self, split: str | Path, cache: str | Path) -> None:
+        """The split file as the run's dataset input (name, digest, source), context = training."""
+        if not self.active:
+            return
+        try:
+            import mlflow.data
+            import pandas as pd
+            from mlflow.entities import DatasetInput, InputTag
+
+            frame = pd.read_csv(split, dtype={"video_id": str})
+            dataset = mlflow.data.from_pandas(frame, source=str(split), name=f"{Path(cache).parent.name}/{Path(split).stem}")
+            self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                              [InputTag("mlflow.data.context", "training")])])
+        except Exception as e:  # noqa: BLE001
+            self._lose(e)
+
+    def log_model(self, weights: Path) -> None:
+        """Where the selected weights are: an artifact (``model/best_model.pt``) when small enough, and
+        always the tag ``checkpoint`` with their path, so that ``vaanet predict --run RUN_ID`` finds them."""
+        self._try("set_tag", self.run_id, "checkpoint", str(weights))
+        if weights.stat().st_size <= MODEL_ARTIFACT_LIMIT:
+            self._try("log_artifact", self.run_id, str(weights), "model")
 
     def log_final(self, metrics: dict, artifacts: list[Path], step: int) -> None:
         """Test metrics at the last epoch's step (``best_val_acc`` is already on the epoch curve)."""

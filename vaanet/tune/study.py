@@ -33,7 +33,8 @@ import pandas as pd
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
 from ..train.loop import is_deterministic
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import ensure_experiment, run_id_of
+from ..train.tracking import ensure_experiment, git_commit, run_id_of
+from .progress import StudyProgress
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -76,6 +77,8 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
                    "must be trusted storage (only you can write it)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted study (finished trials are kept)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 split, 1 epoch")
+    p.add_argument("--verbose", action="store_true", help="also show the workers' output and Ray's messages (by "
+                   "default they go to each run's train.log and Ray's session logs; the console shows epochs and progress)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (repeatable), applied over the dataset's YAML; may replace a study-wide "
                    "default (announced), never a key the grid or the study sets per trial (an error)")
@@ -252,7 +255,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int], experiment: str,
-            replaced: dict) -> list[dict]:
+            replaced: dict, parent: str | None = None) -> list[dict]:
     points = []
     note = ", ".join(f"{k}={v}" for k, v in replaced.items())
     for row, split, seed in itertools.product(study.grid, split_files, seeds):
@@ -260,7 +263,8 @@ def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int
         row_name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
         name = f"{row_name}_{split.stem}_seed{seed}".replace("+", "-").replace("/", "-")
         tags = {"study": study.name, "table": study.tables.get(dataset, ""), "dataset": dataset,
-                "row": row_name, "experiment": experiment, **({"study_overrides": note} if note else {})}
+                "row": row_name, "experiment": experiment, **({"study_overrides": note} if note else {}),
+                "mlflow.source.name": Path(sys.argv[0]).name, **({"mlflow.parentRunId": parent} if parent else {})}
         points.append({"name": name, "overrides": {**overrides, "run.name": name}, "tags": tags})
     return points
 
@@ -338,6 +342,75 @@ def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
             pass
 
 
+# ---- MLflow: one parent run per study, holding its arguments, summary, tables and figures ------------
+def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, state: dict | None,
+                n_points: int) -> str:
+    """The study's parent run (created once, its id kept in study.json; RUNNING while the study runs)."""
+    import getpass
+
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if state and state.get("parent_run_id"):
+        try:
+            client.update_run(state["parent_run_id"], status="RUNNING")
+            return state["parent_run_id"]
+        except Exception:  # noqa: BLE001 - deleted: make a new one
+            pass
+    rows = ["_".join(str(r[k]) for k in study.row_keys if k in r) or "run" for r in study.grid]
+    words = (f"{study.name} study on {args.dataset} (paper table {study.tables.get(args.dataset, '-')}): "
+             f"{n_points} trials = rows {', '.join(rows) or 'searched'} x splits x seeds {args.seeds}; "
+             f"{base.optim.epochs} epochs each. Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+    run = client.create_run(
+        client.get_experiment_by_name(experiment).experiment_id, run_name=f"{study.name} study ({args.dataset})",
+        tags={"role": "study", "study_name": study.name, "dataset": args.dataset, "mlflow.note.content": words,
+              "mlflow.user": getpass.getuser(), "mlflow.source.name": Path(sys.argv[0]).name,
+              "mlflow.source.type": "LOCAL", **({"mlflow.source.git.commit": git_commit()} if git_commit() else {})})
+    params = {"study": study.name, "dataset": args.dataset, "rows": " | ".join(rows)[:6000], "trials": n_points,
+              "splits": args.splits or "default", "seeds": args.seeds, "quick": args.quick, **base.flat()}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items() if k != "data.split"]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i:i + 100])
+    return run.info.run_id
+
+
+def _close_parent(uri: str, parent: str, table: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
+                  reported: bool) -> str:
+    """Summary metrics (``<metric>.<row>``, in %), the reports as artifacts, and the study's status."""
+    import re
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    ts, metrics = int(time.time() * 1000), []
+    for _, row in table.iterrows():
+        for col, cell in row.items():
+            if isinstance(cell, str) and "±" in cell:
+                name = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{col}.{row['row']}")
+                metrics += [Metric(name, float(cell.split("±")[0]), ts, 0),
+                            Metric(f"{name}.std", float(cell.split("±")[1]), ts, 0)]
+    for i in range(0, len(metrics), 200):
+        client.log_batch(parent, metrics=metrics[i:i + 200])
+    client.log_artifacts(parent, str(report_dir), "reports")
+    status = "FINISHED" if reported and (frame["status"].isin(DONE)).all() else (
+        "FAILED" if (frame["status"] == "error").any() else "KILLED")
+    client.set_terminated(parent, status)
+    return status
+
+
+def _ui_link(uri: str, experiment: str, parent: str) -> str:
+    """Where to look: the classic training-runs view of the study's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+    path = f"#/experiments/{exp_id}/runs/{parent}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{path}"
+
+
 def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None) -> None:
     """Entry point of the experiment scripts: exit 1 when any trial failed or is missing, 2 (one line,
     no traceback) when the request itself is wrong."""
@@ -364,7 +437,7 @@ def _start_ray(args) -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
-    ray.init(address=address, log_to_driver=True, logging_level="WARNING",
+    ray.init(address=address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
              runtime_env={"env_vars": env} if env else None)
 
 
@@ -400,12 +473,20 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
                              "--experiment NAME")
     ensure_experiment(base.run.mlflow_uri, experiment)
     report_dir = output / "reports"
+
+    def open_parent() -> str:  # only once the request is accepted: a refused command leaves nothing open
+        parent = _parent_run(base.run.mlflow_uri, experiment, study, args, base, state, len(points) or args.samples)
+        output.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({"request": request, "parent_run_id": parent}, indent=1))
+        return parent
+
     if search:
-        return _run_search(study, args, base, split_files, state, state_file, request, output, report_dir, start)
+        return _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start)
 
     frame = results_frame(points, train_root)
     todo = [p for p, status in zip(points, frame["status"]) if status != "ok"]
     errors: dict[str, str] = {}
+    parent = (state or {}).get("parent_run_id")
     if not todo:
         print(f"study {experiment}: all {len(points)} trials already finished in {train_root}; nothing to train "
               "(use --experiment NAME for a fresh study)")
@@ -413,16 +494,18 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         if state is not None and not args.resume:
             raise ValueError(f"{output} holds an unfinished study ({len(points) - len(todo)}/{len(points)} trials "
                              "done); pass --resume to continue it, or --experiment NAME for a new one")
-        output.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"request": request}, indent=1))
+        parent = open_parent()
+        points = _points(study, args.dataset, split_files, seeds, experiment, replaced, parent)
+        todo = [p for p in points if p["name"] in {t["name"] for t in todo}]
         _start_ray(args)
         concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
         verb = (f"resuming study {experiment}: {len(points) - len(todo)}/{len(points)} trials already finished"
                 if state is not None else f"study {experiment}: {len(points)} trials")
         print(f"{verb} ({len(study.grid)} rows x {len(split_files)} splits x {len(seeds)} seeds), "
               f"{base.optim.epochs} epochs each, up to {concurrent} at once", flush=True)
+        progress = StudyProgress(len(points), len(points) - len(todo), concurrent)
         results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
-                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}").fit()
+                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
         errors = {r.config["point"]["name"]: _first_line(r.error) for r in results
                   if r.error is not None and r.config and "point" in r.config}
         frame = results_frame(points, train_root, errors)
@@ -439,10 +522,22 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
     frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir)
+    if parent:
+        _finish_parent(base.run.mlflow_uri, experiment, parent, table, frame, report_dir)
     return frame
 
 
-def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name: str, tune_config=None):
+def _finish_parent(uri, experiment, parent, table, frame, report_dir) -> None:
+    try:
+        status = _close_parent(uri, parent, table, frame, report_dir, frame.attrs.get("reported", True))
+        print(f"MLflow: study run {parent} {status}; {_ui_link(uri, experiment, parent)}")
+    except Exception as e:  # noqa: BLE001 - the tables are on disk; say what could not be recorded
+        print(f"WARNING: the study's MLflow parent run was not completed ({type(e).__name__}: {str(e)[:200]})",
+              file=sys.stderr)
+
+
+def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name: str, tune_config=None,
+           callbacks=None):
     from ray import tune
 
     resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker)
@@ -453,12 +548,12 @@ def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name:
     return tune.Tuner(
         trainable, param_space={"base": base.to_dict(), "resources": resources, **space},
         tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=str(output),
+        run_config=tune.RunConfig(name=name, storage_path=str(output), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures), verbose=0),
     )
 
 
-def _run_search(study, args, base, split_files, state, state_file, request, output, report_dir, start):
+def _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start):
     """Optuna TPE over lambda and learning rate with ASHA early stopping, selecting on validation
     accuracy only (the test metrics are recorded, never used to choose). A finished search prints its
     stored result; an unfinished one continues with --resume (Tune restores the searcher)."""
@@ -476,8 +571,7 @@ def _run_search(study, args, base, split_files, state, state_file, request, outp
     if state is not None and not args.resume:
         raise ValueError(f"{output} holds an unfinished search; pass --resume to continue it, or --experiment NAME")
     seed = int(str(args.seeds).split(",")[0])
-    output.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"request": request}, indent=1))
+    parent = open_parent()
     _start_ray(args)
     concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
     if state is not None and tune.Tuner.can_restore(str(path)):
@@ -488,14 +582,15 @@ def _run_search(study, args, base, split_files, state, state_file, request, outp
     else:
         space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
         fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": seed}
-        tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment}
+        tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment,
+                "mlflow.parentRunId": parent, "mlflow.source.name": Path(sys.argv[0]).name}
         tune_config = tune.TuneConfig(
             search_alg=OptunaSearch(metric="val_acc", mode="max", seed=seed),
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2,
                                     max_t=max(base.optim.epochs, 1) + 1),
             metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent)
         tuner = _tuner(args, base, {"fixed": fixed, "tags": tags, "search": space}, concurrent, output, "search",
-                       tune_config)
+                       tune_config, callbacks=[StudyProgress(args.samples, 0, concurrent)])
     results = tuner.fit()
     train_root = Path(base.run.output)
     rows = []
@@ -514,8 +609,10 @@ def _run_search(study, args, base, split_files, state, state_file, request, outp
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "search.csv", index=False)
     complete = len(frame) == args.samples and frame["status"].isin(DONE).all()
-    state_file.write_text(json.dumps({"request": request, "complete": bool(complete)}, indent=1))
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "complete": bool(complete)}, indent=1))
     _print_search(frame, args, start)
+    _finish_parent(base.run.mlflow_uri, experiment, parent, pd.DataFrame(), frame.assign(
+        status=frame["status"].where(frame["status"] != "stopped", "ok")), report_dir)
     return frame
 
 
