@@ -136,8 +136,12 @@ def test_sbatch_runs_the_quick_ablation_on_a_token_auth_ray_cluster(slurm, tmp_p
     assert len(rows) == 5 and {s for s, _ in rows} == {"FINISHED"}, rows
     assert {row for _, row in rows} == PRESETS
     assert (shared / "runs" / "ablation-synth" / "study.json").exists()
+    with sqlite3.connect(db) as con:
+        uris = [u for (u,) in con.execute("SELECT artifact_uri FROM runs WHERE status = 'FINISHED'")]
+    assert len(uris) == 5 and all((Path(u.removeprefix("file://")) / "config.yaml").exists() for u in uris), uris
 
     # the token lived in a user-only file that is gone with the job; no Ray process of the job is left
     token_dir = shared / ".ray-auth"
     assert stat.S_IMODE(token_dir.stat().st_mode) == 0o700 and not list(token_dir.iterdir())
     assert _processes_mentioning(f"/tmp/ray-vaanet-{job}") == []
+    assert "stopping the Ray cluster" in log and ": Killed" not in log  # ray start stopped on SIGTERM, not SIGKILLed
