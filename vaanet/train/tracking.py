@@ -62,11 +62,21 @@ def ensure_experiment(uri: str | None, experiment: str) -> str:
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri or "")
-    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    return experiment_id(MlflowClient(tracking_uri=uri or default_tracking_uri()), experiment)
+
+
+def experiment_id(client, experiment: str) -> str:
+    """The experiment's id, created if needed: opening in MLflow's training-runs view, and with a SQLite
+    store its artifacts beside the database (``mlartifacts/``), not in whatever folder the first run
+    happened to start in - so a store on shared storage keeps its artifacts there too."""
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def git_commit() -> str:
@@ -126,8 +136,7 @@ class Tracker:
                     self.client.delete_run(stale)
                     log(f"MLflow run {stale} of an attempt killed before its first checkpoint deleted; starting over")
                 (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
-                exp = self.client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+                exp_id = experiment_id(self.client, experiment)
                 self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
                 (self.out_dir / RUN_ID_FILE).write_text(self.run_id)
                 self.new_run = True
