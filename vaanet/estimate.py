@@ -126,7 +126,7 @@ def checkpoint_report(cfg: ModelConfig, epochs: int, every: int, sustained_tflop
     times); and checkpoint time against epoch time at the assumed throughputs."""
     c = count_complexity(cfg)
     state, best = 4 * c.params + 8 * c.trainable_params, 4 * c.params
-    n_states = -(-epochs // every)  # every N-th epoch and the last
+    n_states = (epochs - 1) // every + 1  # every N-th epoch before the last, and the final one
     low, high = n_states * state + best, n_states * state + epochs * best
     ratio = state / (write_gbps * 1e9) / (every * epoch_seconds(c.gflops, dataset, sustained_tflops))
     lines = [f"checkpoints (run.checkpoint_every={every}, {epochs} epochs): state {state / 1e9:.2f} GB (weights + Adam), "

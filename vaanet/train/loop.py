@@ -403,7 +403,8 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
         if is_best and rank == 0:
             _save_best(out_dir, cfg, best, best_weights)
-        due = (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch == cfg.optim.epochs - 1
+        # every N-th epoch; after the last one the final checkpoint (with the test results) follows at once
+        due = (epoch + 1) % cfg.run.checkpoint_every == 0 and epoch < cfg.optim.epochs - 1
         _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics,
                                None, due)
 
