@@ -10,6 +10,7 @@ the scores across segments. ReLU, not softmax: the weights are not a distributio
 leave the initialisation open; a random W^{T2} can make every score negative and ReLU would then
 silence the whole stream from the first step, so W^{T2} starts at 1/n and W^{T1} at the identity:
 A_j^T starts as the mean activation of segment j (features are post-ReLU, so non-negative).
+``style="paper_literal"``: identical to "paper" here (eq. 7-11 have no softmax to rescale).
 ``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
 bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
 """
@@ -24,7 +25,7 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.style = style
         self.segments = segments
-        if style == "paper":
+        if style in ("paper", "paper_literal"):
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}
             self.squash = nn.Identity()
             self.W_T1 = nn.Linear(segments, segments, bias=False)  # R^{t x t}
@@ -37,7 +38,7 @@ class TemporalAttention(nn.Module):
             self.W_T1 = nn.Linear(segments, segments)
             nn.init.constant_(self.W_T1.bias, 1.0)
         else:
-            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+            raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
 
     def forward(self, P: torch.Tensor) -> torch.Tensor:
         """P: [B, t, n] -> A^T: [B, t] (non-negative)."""
@@ -49,4 +50,4 @@ class TemporalAttention(nn.Module):
     def pool(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
         """Eq. (9)/(11): E = sum_j p_j A_j (paper) or mean_j p_j A_j (reference). [B,t,n] -> [B,n]."""
         E = (P * A.unsqueeze(-1)).sum(dim=1)
-        return E if self.style == "paper" else E / self.segments
+        return E / self.segments if self.style == "reference" else E
