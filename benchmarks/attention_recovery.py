@@ -108,7 +108,7 @@ def ensure_data(data_root: Path, cache: Path, n_splits: int):
 
 
 def run_one(config: str, style: str, preset: str, cache: Path, split: Path, truth: Path, out: Path,
-            overrides=()) -> dict:
+            overrides=(), only_finished: bool = False) -> dict | None:
     from vaanet.config import load_config
     from vaanet.train import fit_local
 
@@ -121,6 +121,8 @@ def run_one(config: str, style: str, preset: str, cache: Path, split: Path, trut
     result = folder / "result.json"
     if result.exists():
         return json.loads(result.read_text())
+    if only_finished:
+        return None
     t0 = time.time()
     final = fit_local(cfg, folder)
     final = {k: v for k, v in final.items() if isinstance(v, (int, float))}
@@ -162,6 +164,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/attention_recovery", help="runs are kept here; a finished run is reused")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--diagnose", action="store_true", help="only print the scales at initialisation")
+    p.add_argument("--table-only", action="store_true", help="print the table of the runs already finished")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     styles = [s for s in a.styles.split(",") if s]
@@ -177,7 +180,9 @@ def main(argv=None) -> None:
     for style in styles:
         for preset in presets:
             for split in splits:
-                r = run_one(a.config, style, preset, cache, split, truth, out, a.set)
+                r = run_one(a.config, style, preset, cache, split, truth, out, a.set, a.table_only)
+                if r is None:
+                    continue
                 results.setdefault((style, preset), []).append(r)
                 print(f"[{time.time() - t0:6.0f} s] {style:<14} {preset:<13} {split.stem}: acc {r['test_acc']:.3f} "
                       f"temporal/uniform {_ratio(r, 'temporal_on_key'):.2f} spatial/uniform "

@@ -50,10 +50,11 @@ class SynthConfig:
     resolutions: tuple[tuple[int, int], ...] = ((80, 60), (96, 72))  # (width, height), drawn per video
     segments: int = 4  # the video is cut into this many equal segments ...
     key_segments: int = 1  # ... of which this many carry the evidence
-    patch: float = 0.34  # evidence box side, as a fraction of the frame's short side
+    patch: float = 0.3  # evidence box side, as a fraction of the frame's short side
     box_region: tuple[float, float] = (0.64, 0.86)  # the box lies in this centred share of (width, height)
     distractors: int = 3  # moving label-free solid squares outside the box
     key_flash: float = 45.0  # background brightening in key segments (0-255), the label-free key cue
+    confuser: float = 0.5  # other segments: a random pair colour in the box at this strength (0 = none)
     no_audio_fraction: float = 0.0
     audio_snr_db: float = 6.0  # tone power over noise power in key segments
     noise: float = 6.0  # std of per-pixel noise (0-255 scale)
@@ -80,9 +81,12 @@ def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
     return pairs
 
 
-def palette(n: int) -> np.ndarray:
-    """n well-separated saturated colours [n, 3] (0-255), one per pair."""
-    return np.array([[255 * v for v in colorsys.hsv_to_rgb(h, 0.9, 0.95)] for h in np.arange(n) / n], np.float32)
+def palette(n: int, distractor: bool = False) -> np.ndarray:
+    """n well-separated saturated colours [n, 3] (0-255), one per pair; ``distractor=True`` gives the
+    label-free squares' colours: the hues half-way between, less saturated."""
+    hues = (np.arange(n) + (0.5 if distractor else 0.0)) / n
+    sat = 0.45 if distractor else 0.9
+    return np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
 
 
 def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
@@ -93,21 +97,20 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
     raise ValueError(name)
 
 
-def checker(size: int, cells: int = 4) -> np.ndarray:
-    """Binary checkerboard [size, size] in {0, 1} with ``cells`` cells per side."""
-    idx = (np.arange(size) * cells) // max(size, 1)
-    return ((idx[:, None] + idx[None, :]) % 2).astype(np.float32)
-
-
-def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash):
+def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
+            confuser):
     x0, y0, side = box
     base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
+    others = palette(len(colours), distractor=True)
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
-                int(round(side * rng.uniform(0.7, 1.0))), colours[int(rng.integers(len(colours)))])
+                int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
                for _ in range(n_squares)]
-    board = checker(side)[..., None]
-    patch_colour = {s: colours[pair] if s in keys else colours[int(rng.integers(len(colours)))]
+    # the box: the class pair's colour in key segments; elsewhere a random pair colour (label-free),
+    # blended with the background at strength ``confuser``
+    grey = background[y0, x0]
+    patch_colour = {s: colours[pair] if s in keys else
+                    confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
                     for s in range(int(seg_of_frame.max()) + 1)}
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
@@ -116,7 +119,7 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
-        img[y0:y0 + side, x0:x0 + side] = board * patch_colour[s] + (1 - board) * 20.0
+        img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
@@ -176,7 +179,7 @@ def _make_video(job: dict) -> dict:
     x0 = lx + int(rng.integers(0, max(rw - side, 0) + 1))
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
-                     cfg.distractors, cfg.key_flash)
+                     cfg.distractors, cfg.key_flash, cfg.confuser)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:

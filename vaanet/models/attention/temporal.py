@@ -6,10 +6,14 @@ P in R^{t x n} holds one feature per segment (visual: spatially pooled super-fra
 pooled ResNet-18 map F^{A'}). W^{T2} in R^{1 x n} scores each segment, W^{T1} in R^{t x t} mixes
 the scores across segments. ReLU, not softmax: the weights are not a distribution.
 
-``style="paper"`` (default): the equations, bias-free, weighted *sum* over segments. The equations
-leave the initialisation open; a random W^{T2} can make every score negative and ReLU would then
-silence the whole stream from the first step, so W^{T2} starts at 1/n and W^{T1} at the identity:
-A_j^T starts as the mean activation of segment j (features are post-ReLU, so non-negative).
+``style="paper"`` (default): the equations, weighted *sum* over segments. The equations leave
+biases and initialisation open (eq. 2-11 write no biases anywhere). Bias-free, a ReLU score dies:
+measured on the planted-evidence set (synth_quick network, Adam lr 2e-3), every A_j^T reached 0
+within the first epoch (train loss stuck at 2.598, accuracy 0.125 = chance, temporal mass on the key
+segments 0.00) because shrinking E^V is the quickest way to shrink the random initial logits, and a
+ReLU that is 0 for every segment never gets a gradient again. So W^{T1} has a bias initialised to 1,
+as in the reference code, W^{T2} starts at 1/n and W^{T1} at the identity: A_j^T starts at
+1 + (mean activation of segment j), and would need hundreds of Adam steps to reach 0 everywhere.
 ``style="paper_literal"``: identical to "paper" here (eq. 7-11 have no softmax to rescale).
 ``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
 bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
@@ -28,10 +32,11 @@ class TemporalAttention(nn.Module):
         if style in ("paper", "paper_literal"):
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}
             self.squash = nn.Identity()
-            self.W_T1 = nn.Linear(segments, segments, bias=False)  # R^{t x t}
+            self.W_T1 = nn.Linear(segments, segments)  # R^{t x t}, bias initialised to 1 (see above)
             nn.init.constant_(self.W_T2.weight, 1.0 / channels)
             with torch.no_grad():
                 self.W_T1.weight.copy_(torch.eye(segments))
+            nn.init.constant_(self.W_T1.bias, 1.0)
         elif style == "reference":
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
             self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
