@@ -4,18 +4,20 @@ It exists so that every path of vaanet (decode, resize, MFCC, splits, training, 
 runs on real video files anywhere, and so that the paper's attention claims are testable: the label
 can be read only from planted evidence, and uniform pooling dilutes that evidence.
 
-* Class evidence = a checkerboard patch inside a box, shown only in the ``key_segments`` of the
+* Class evidence = a solid patch inside a box, in its full colour only in the ``key_segments`` of the
   video's ``segments`` equal segments. Its colour names the class's *pair* (two classes of the same
   polarity share a colour: a polarity-consistent pair), so vision alone can reach at most 1/2.
 * Everything else carries no class information: the background (grey, random tint, noise), moving
-  solid squares in palette colours drawn independently of the label, and in the other segments a
-  checkerboard of a random palette colour in the same box. Uniform temporal pooling mixes the key
-  segment with label-free look-alikes; uniform spatial pooling mixes the patch with label-free squares.
-* Key segments are marked by a global cue that carries no class information (the background brightens
-  by ``key_flash``), so temporal attention can find them without knowing the class.
+  squares in a second, less saturated palette drawn independently of the label, and in the other
+  segments the box shows a random pair colour blended with the background (``confuser``). Uniform
+  temporal pooling mixes the key segment with label-free look-alikes; uniform spatial pooling mixes
+  the patch with the background and the label-free squares.
+* Key segments are marked by a cue that carries no class information (the background brightens by
+  ``key_flash``, and the patch is at full strength), so temporal attention can find them without
+  knowing the class.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
-  (first or second class of the pair) in noise. Audio alone names only which half of the classes
-  (at most 2/C accuracy, above chance 1/C); together with the visual evidence it names the class.
+  (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
+  classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
 
 The sidecar ``synth_truth.csv`` records per video the key segments (indices and seconds), the evidence
 box as fractions of width and height, the pair and the audio bit, so attention can be scored against the
