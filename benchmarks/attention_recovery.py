@@ -159,6 +159,7 @@ def main(argv=None) -> None:
     p.add_argument("--styles", default="paper,reference")
     p.add_argument("--presets", default=",".join(PRESETS))
     p.add_argument("--splits", type=int, default=3)
+    p.add_argument("--only-split", type=int, default=None, help="run only this split index (to shard the runs)")
     p.add_argument("--data-root", default="data/synth/videos")
     p.add_argument("--cache", default="data/synth/cache")
     p.add_argument("--out", default="runs/attention_recovery", help="runs are kept here; a finished run is reused")
@@ -173,6 +174,8 @@ def main(argv=None) -> None:
         return
     presets = [s for s in a.presets.split(",") if s]
     cache, splits, truth = ensure_data(Path(a.data_root), Path(a.cache), a.splits)
+    if a.only_split is not None:
+        splits = [splits[a.only_split]]
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
