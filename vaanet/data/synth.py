@@ -1,21 +1,27 @@
-"""A synthetic emotion-video set with ground truth, written as real mp4 files (H.264 + AAC).
+"""A planted-evidence synthetic emotion-video set, written as real mp4 files (H.264 + AAC), with ground truth.
 
 It exists so that every path of vaanet (decode, resize, MFCC, splits, training, attention scoring)
-runs on real video files anywhere, and so that the paper's claims are testable:
+runs on real video files anywhere, and so that the paper's attention claims are testable: the label
+can be read only from planted evidence, and uniform pooling dilutes that evidence.
 
-* sparse keyframes - the class evidence (a textured patch) is visible only in ``key_segments`` of
-  the video's ``segments`` equal-length segments; the other segments show a grey distractor patch
-  with the texture of a random class, so averaging over time dilutes the evidence;
-* spatial evidence - the patch sits at a random place in the frame (recorded as a box), among
-  moving grey squares, so where to look matters;
-* polarity - the patch colour is warm for positive and cool for negative classes, and the texture
-  picks the class within its polarity: classes of one polarity share a visual trait, so the model
-  first learns polarity, then the class (the confusions PCCE penalises are the rarer ones);
-* weaker audio - during the key segments the soundtrack carries a tone at a class-specific
-  frequency, buried in noise; some videos have no audio track at all.
+* Class evidence = a solid patch inside a box, in its full colour only in the ``key_segments`` of the
+  video's ``segments`` equal segments. Its colour names the class's *pair* (two classes of the same
+  polarity share a colour: a polarity-consistent pair), so vision alone can reach at most 1/2.
+* Everything else carries no class information: the background (grey, random tint, noise), moving
+  squares in a second, less saturated palette drawn independently of the label, and in the other
+  segments the box shows a random pair colour blended with the background (``confuser``). Uniform
+  temporal pooling mixes the key segment with label-free look-alikes; uniform spatial pooling mixes
+  the patch with the background and the label-free squares.
+* Key segments are marked by a cue that carries no class information (the background brightens by
+  ``key_flash``, and the patch is at full strength), so temporal attention can find them without
+  knowing the class.
+* Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
+  (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
+  classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
 
-The sidecar ``synth_truth.csv`` records per video the key segments (indices and seconds) and the
-evidence box as fractions of width and height, so attention can be scored against the truth.
+The sidecar ``synth_truth.csv`` records per video the key segments (indices and seconds), the evidence
+box as fractions of width and height, the pair and the audio bit, so attention can be scored against the
+truth (nothing in training reads it).
 """
 from __future__ import annotations
 
@@ -33,23 +39,27 @@ import numpy as np
 from ..losses import DATASET_CLASSES, POLARITY, POSITIVE
 
 TRUTH_FILE = "synth_truth.csv"
-TEXTURES = ("hstripes", "vstripes", "checker", "disc")
 SAMPLE_RATE = 44100
+TONES = (440.0, 1760.0)  # Hz: first / second class of a pair
 
 
 @dataclass
 class SynthConfig:
     dataset: str = "ve8"  # class list: ve8 (8 classes) or e6 (6 classes)
-    videos_per_class: int = 20
+    videos_per_class: int = 24
     duration: float = 4.0  # seconds; each video draws from [0.8, 1.2] x duration
-    fps: int = 10
+    fps: int = 8
     resolutions: tuple[tuple[int, int], ...] = ((80, 60), (96, 72))  # (width, height), drawn per video
     segments: int = 4  # the video is cut into this many equal segments ...
     key_segments: int = 1  # ... of which this many carry the evidence
-    patch: float = 0.45  # evidence side, as a fraction of the frame's short side
-    no_audio_fraction: float = 0.2
-    audio_snr_db: float = -6.0  # tone power over noise power in key segments
-    noise: float = 8.0  # std of per-pixel noise (0-255 scale)
+    patch: float = 0.3  # evidence box side, as a fraction of the frame's short side
+    box_region: tuple[float, float] = (0.64, 0.86)  # the box lies in this centred share of (width, height)
+    distractors: int = 3  # moving label-free solid squares outside the box
+    key_flash: float = 45.0  # background brightening in key segments (0-255), the label-free key cue
+    confuser: float = 0.5  # other segments: a random pair colour in the box at this strength (0 = none)
+    no_audio_fraction: float = 0.0
+    audio_snr_db: float = 6.0  # tone power over noise power in key segments
+    noise: float = 6.0  # std of per-pixel noise (0-255 scale)
     seed: int = 0
 
     def __post_init__(self):
@@ -59,59 +69,59 @@ class SynthConfig:
             raise ValueError(f"need 1 <= key_segments < segments, got {self.key_segments} of {self.segments}")
         if self.videos_per_class < 1 or self.fps < 1 or self.duration <= 0:
             raise ValueError("videos_per_class, fps and duration must be positive")
+        if not 0 < self.patch < 1:
+            raise ValueError(f"patch must be in (0, 1), got {self.patch}")
 
 
-def class_style(name: str, classes: tuple[str, ...]) -> tuple[tuple[float, float, float], str, float]:
-    """(RGB colour 0-255, texture, audio frequency Hz) of a class."""
-    positive = POLARITY[name] == POSITIVE
-    same = [c for c in classes if (POLARITY[c] == POSITIVE) == positive]
-    i = same.index(name)
-    hue = (0.95, 0.02, 0.09, 0.16)[i % 4] if positive else (0.45, 0.55, 0.64, 0.74)[i % 4]  # warm vs cool
-    rgb = tuple(255 * v for v in colorsys.hsv_to_rgb(hue, 0.85, 0.95))
-    freq = 300.0 * 2 ** (classes.index(name) / 2)  # half-octave steps
-    return rgb, TEXTURES[i % len(TEXTURES)], freq
+def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Polarity-consistent pairs, in class-index order: negatives paired among themselves, positives too
+    (an odd one out is paired with itself)."""
+    pairs = []
+    for positive in (False, True):
+        same = [c for c in classes if (POLARITY[c] == POSITIVE) == positive]
+        pairs += [tuple(same[i:i + 2]) if i + 1 < len(same) else (same[i], same[i]) for i in range(0, len(same), 2)]
+    return pairs
 
 
-def texture(kind: str, size: int) -> np.ndarray:
-    """Binary pattern [size, size] in {0, 1}."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    period = max(4, size // 4)
-    if kind == "hstripes":
-        return ((yy // (period // 2)) % 2).astype(np.float32)
-    if kind == "vstripes":
-        return ((xx // (period // 2)) % 2).astype(np.float32)
-    if kind == "checker":
-        return (((yy // (period // 2)) + (xx // (period // 2))) % 2).astype(np.float32)
-    r = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2
-    return (r < (size * 0.42) ** 2).astype(np.float32)
+def palette(n: int, distractor: bool = False) -> np.ndarray:
+    """n well-separated saturated colours [n, 3] (0-255), one per pair; ``distractor=True`` gives the
+    label-free squares' colours: the hues half-way between, less saturated."""
+    hues = (np.arange(n) + (0.5 if distractor else 0.0)) / n
+    sat = 0.45 if distractor else 0.9
+    return np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
 
 
-def _render(rng, cls_rgb, cls_tex, n_frames, width, height, seg_of_frame, keys, box, noise):
+def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
+    """(pair index, audio bit) of a class: the colour names the pair, the tone the member."""
+    for p, pair in enumerate(class_pairs(classes)):
+        if name in pair:
+            return p, pair.index(name)
+    raise ValueError(name)
+
+
+def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
+            confuser):
     x0, y0, side = box
-    base = rng.uniform(70, 170) + rng.uniform(-15, 15, 3).astype(np.float32)  # greyish, lightly tinted
-    grad = np.linspace(-30, 30, width, dtype=np.float32)[None, :, None]
-    background = np.clip(base + grad + np.zeros((height, 1, 1), np.float32), 0, 255)
-    squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-3, 3), rng.uniform(-3, 3),
-                int(rng.integers(8, 20)), rng.uniform(60, 200)) for _ in range(3)]
-    evidence = texture(cls_tex, side)[..., None]
-    distractors = {}
-    for s in range(seg_of_frame.max() + 1):
-        if s not in keys:
-            tex = TEXTURES[int(rng.integers(len(TEXTURES)))]
-            distractors[s] = texture(tex, side)[..., None]
+    base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
+    background = np.zeros((height, width, 3), np.float32) + base
+    others = palette(len(colours), distractor=True)
+    squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
+                int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
+               for _ in range(n_squares)]
+    # the box: the class pair's colour in key segments; elsewhere a random pair colour (label-free),
+    # blended with the background at strength ``confuser``
+    grey = background[y0, x0]
+    patch_colour = {s: colours[pair] if s in keys else
+                    confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
+                    for s in range(int(seg_of_frame.max()) + 1)}
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
-        img = background.copy()
-        for (sx, sy, vx, vy, sz, g) in squares:
+        s = int(seg_of_frame[f])
+        img = background + (flash if s in keys else 0.0)
+        for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
-            img[cy:cy + sz, cx:cx + sz] = g
-        s = seg_of_frame[f]
-        region = img[y0:y0 + side, x0:x0 + side]
-        if s in keys:
-            colour = np.array(cls_rgb, np.float32)
-            region[:] = 0.25 * region + 0.75 * (evidence * colour + (1 - evidence) * colour * 0.35)
-        else:
-            region[:] = 0.25 * region + 0.75 * (distractors[s] * 150.0 + (1 - distractors[s]) * 60.0)
+            img[cy:cy + sz, cx:cx + sz] = c
+        img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
@@ -155,7 +165,8 @@ def _make_video(job: dict) -> dict:
     name, v, root = job["name"], job["index"], Path(job["root"])
     ci = classes.index(name)
     rng = np.random.default_rng([cfg.seed, ci, v])  # one stream per video: same files in any order
-    rgb, tex, freq = class_style(name, classes)
+    pair, bit = class_code(name, classes)
+    colours = palette(len(class_pairs(classes)))
     vid = f"{name.lower()}_{v:03d}"
     width, height = cfg.resolutions[int(rng.integers(len(cfg.resolutions)))]
     duration = float(cfg.duration * rng.uniform(0.8, 1.2))
@@ -164,14 +175,19 @@ def _make_video(job: dict) -> dict:
     seg_of_frame = np.minimum((np.arange(n_frames) * cfg.segments) // n_frames, cfg.segments - 1)
     keys = set(int(k) for k in rng.choice(cfg.segments, cfg.key_segments, replace=False))
     side = int(round(min(width, height) * cfg.patch))
-    x0, y0 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-    frames = _render(rng, rgb, tex, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise)
+    # the box lies inside the centred region of box_region x (width, height): a centre crop sees it
+    rw, rh = int(width * cfg.box_region[0]), int(height * cfg.box_region[1])
+    lx, ly = (width - rw) // 2, (height - rh) // 2
+    x0 = lx + int(rng.integers(0, max(rw - side, 0) + 1))
+    y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
+    frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
+                     cfg.distractors, cfg.key_flash, cfg.confuser)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
         n_samples = int(duration * SAMPLE_RATE)
         seg_of_sample = np.minimum((np.arange(n_samples) * cfg.segments) // n_samples, cfg.segments - 1)
-        audio = _audio(rng, n_samples, seg_of_sample, keys, freq, cfg.audio_snr_db)
+        audio = _audio(rng, n_samples, seg_of_sample, keys, TONES[bit], cfg.audio_snr_db)
     write_mp4(root / name / f"{vid}.mp4", frames, cfg.fps, audio)
     seg_len = duration / cfg.segments
     return dict(
@@ -181,6 +197,7 @@ def _make_video(job: dict) -> dict:
         key_times=";".join(f"{k * seg_len:.3f}-{(k + 1) * seg_len:.3f}" for k in sorted(keys)),
         box_x0=round(x0 / width, 5), box_y0=round(y0 / height, 5),
         box_x1=round((x0 + side) / width, 5), box_y1=round((y0 + side) / height, 5),
+        pair=pair, audio_bit=bit,
     )
 
 

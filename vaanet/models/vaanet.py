@@ -266,17 +266,22 @@ class VAANet(nn.Module):
                 f"visual input gives {m} feature positions but the model was built for {self.m} "
                 f"(crop_size={self.cfg.crop_size}); input shape {tuple(visual.shape)}"
             )
-        paper = self.cfg.attention_style == "paper"
+        # A^S / A^C are returned as the style defines them (paper: distributions); the features are
+        # weighted by gain x A, gain = m / n in the paper style (see attention/spatial.py), so that an
+        # attention that is switched off (uniform weights) leaves the features unchanged in every style
+        # except paper_literal, which keeps the equations' 1/m and 1/n.
+        sums = self.cfg.attention_style != "reference"  # softmax outputs sum to 1 (else to m, n)
+        gain_m, gain_n = (float(m), float(n)) if self.cfg.attention_style == "paper" else (1.0, 1.0)
         if self.cfg.spatial_attention:
             A_S = self.spatial(F)
         else:
-            A_S = F.new_full((B, t, m), 1.0 / m if paper else 1.0)
-        F_S = F * A_S.unsqueeze(-1)  # eq. 3                 [B, t, m, n]
+            A_S = F.new_full((B, t, m), 1.0 / m if sums else 1.0)
+        F_S = F * (gain_m * A_S).unsqueeze(-1)  # eq. 3      [B, t, m, n]
         if self.cfg.channel_attention:
             A_C = self.channel(F_S)
         else:
-            A_C = F.new_full((B, t, n), 1.0 / n if paper else 1.0)
-        G_C = F_S * A_C.unsqueeze(-2)  # eq. 6               [B, t, m, n]
+            A_C = F.new_full((B, t, n), 1.0 / n if sums else 1.0)
+        G_C = F_S * (gain_n * A_C).unsqueeze(-2)  # eq. 6    [B, t, m, n]
         P = G_C.mean(dim=2)  # eq. 7, spatial average pooling [B, t, n]
         if self.cfg.temporal_attention:
             A_T = self.visual_temporal(P)

@@ -4,6 +4,6 @@ from .channel import ChannelAttention
 from .spatial import SpatialAttention
 from .temporal import TemporalAttention
 
-STYLES = ("paper", "reference")
+STYLES = ("paper", "reference", "paper_literal")
 
 __all__ = ["SpatialAttention", "ChannelAttention", "TemporalAttention", "STYLES"]

@@ -5,8 +5,16 @@
 F_i in R^{m x n} is super-frame i (m = h*w positions, n channels); W^{S2} in R^{1 x n} is the 1x1
 convolution, W^{S1} in R^{m x m} the fully connected layer.
 
-``style="paper"`` (default) is exactly the equations: two bias-free linear maps and a softmax, so
-A_i^S is a distribution over the m positions.
+``style="paper"`` (default) is the equations: two bias-free linear maps and a softmax, so A_i^S is a
+distribution over the m positions. When the block weights the features (eq. 3) it uses ``gain`` x A_i^S
+with gain = m, i.e. F_i^S = (m A_i^S) (x) F_i: uniform attention leaves F_i unchanged, as in the
+reference code's x m. Why: the literal product scales F_i by 1/m; followed by channel attention (1/n)
+and average pooling (eq. 7) the embedding is ~1/(m n) of the features. Measured at initialisation
+(benchmarks/attention_recovery.py --diagnose, synth_quick network, m = 9, n = 128, VS+VCW+VT):
+mean |G^C| 4.9e-4 literal vs 0.56 with the gain (= |F|, = average pooling), mean |dL/d backbone|
+2.0e-5 vs 6.1e-2; see docs/attention.md. A network trained from scratch barely moves without it. The gain is a constant, so A_i^S
+and every equation are unchanged up to that factor.
+``style="paper_literal"``: the equations with no gain (the behaviour the gain fixes; for diagnosis).
 ``style="reference"`` is the public code: the 1x1 convolution is followed by
 BatchNorm and tanh, W^{S1} has a bias, and the softmax output is multiplied by m (mean weight 1).
 """
@@ -21,7 +29,7 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.style = style
         self.positions = positions
-        if style == "paper":
+        if style in ("paper", "paper_literal"):
             self.W_S2 = nn.Linear(channels, 1, bias=False)  # 1x1 conv, R^{1 x n}
             self.squash = nn.Identity()
             self.W_S1 = nn.Linear(positions, positions, bias=False)  # R^{m x m}
@@ -30,12 +38,17 @@ class SpatialAttention(nn.Module):
             self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
             self.W_S1 = nn.Linear(positions, positions)
         else:
-            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+            raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
 
     @property
     def scale(self) -> float:
         """Sum of the weights over positions: 1 (paper) or m (reference)."""
-        return 1.0 if self.style == "paper" else float(self.positions)
+        return float(self.positions) if self.style == "reference" else 1.0
+
+    @property
+    def gain(self) -> float:
+        """Factor applied to A^S when weighting the features (eq. 3): m (paper), 1 (literal, reference)."""
+        return float(self.positions) if self.style == "paper" else 1.0
 
     def forward(self, F: torch.Tensor) -> torch.Tensor:
         """F: [B, t, m, n] -> A^S: [B, t, m]."""

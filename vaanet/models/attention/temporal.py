@@ -6,10 +6,21 @@ P in R^{t x n} holds one feature per segment (visual: spatially pooled super-fra
 pooled ResNet-18 map F^{A'}). W^{T2} in R^{1 x n} scores each segment, W^{T1} in R^{t x t} mixes
 the scores across segments. ReLU, not softmax: the weights are not a distribution.
 
-``style="paper"`` (default): the equations, bias-free, weighted *sum* over segments. The equations
-leave the initialisation open; a random W^{T2} can make every score negative and ReLU would then
-silence the whole stream from the first step, so W^{T2} starts at 1/n and W^{T1} at the identity:
-A_j^T starts as the mean activation of segment j (features are post-ReLU, so non-negative).
+``style="paper"`` (default): the equations, weighted *sum* over segments. The equations leave
+biases, initialisation and parameterisation open (eq. 2-11 write no biases anywhere). Bias-free and
+plainly parameterised, the ReLU score dies: every A_j^T reached 0 within the first epoch on the
+planted-evidence set (synth_quick network, Adam lr 2e-3: train loss stuck at 2.598, accuracy 0.125 =
+chance, temporal mass on the key segments 0.00). Two causes, two fixes, neither changing eq. 8:
+(1) Adam moves each of the n weights of W^{T2} by ~lr per step, so the score W^{T2} p_j moves by
+~n * lr * |p| per step (AT, n = 512: ~0.9 per step; A^A was 0 for every segment after 4 steps even
+with fix 2). W^{T2} is therefore stored as w / n with w initialised to 1 (an equalised learning rate:
+the same function class, W^{T2} = w / n, starting at 1/n); the score then moves by ~lr * |p| per step.
+(2) W^{T1} has a bias initialised to 1, as in the reference code, and starts at the identity: A_j^T
+starts at 1 + (mean activation of segment j), far from the ReLU's dead zone.
+With weights near 1 the sum of eq. 9/11 is ~t times average pooling (AT: |logits| 3.6 at the first
+step, loss 7-15 in the first steps); so, like the x m and x n of the spatial and channel weights, the
+pooling applies a constant gain 1/t: E = (1/t) sum_j p_j A_j^T, average pooling when A^T = 1.
+``style="paper_literal"``: as "paper" but without the 1/t gain (the literal sum of eq. 9/11).
 ``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
 bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
 """
@@ -24,29 +35,33 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.style = style
         self.segments = segments
-        if style == "paper":
-            self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}
+        if style in ("paper", "paper_literal"):
+            self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}, times score_scale (see above)
             self.squash = nn.Identity()
-            self.W_T1 = nn.Linear(segments, segments, bias=False)  # R^{t x t}
-            nn.init.constant_(self.W_T2.weight, 1.0 / channels)
+            self.W_T1 = nn.Linear(segments, segments)  # R^{t x t}, bias initialised to 1 (see above)
+            nn.init.constant_(self.W_T2.weight, 1.0)
+            self.score_scale = 1.0 / channels
             with torch.no_grad():
                 self.W_T1.weight.copy_(torch.eye(segments))
+            nn.init.constant_(self.W_T1.bias, 1.0)
         elif style == "reference":
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
             self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
             self.W_T1 = nn.Linear(segments, segments)
             nn.init.constant_(self.W_T1.bias, 1.0)
+            self.score_scale = 1.0
         else:
-            raise ValueError(f"attention_style must be 'paper' or 'reference', got {style!r}")
+            raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
 
     def forward(self, P: torch.Tensor) -> torch.Tensor:
         """P: [B, t, n] -> A^T: [B, t] (non-negative)."""
         B, t, _ = P.shape
-        s = self.W_T2(P).reshape(B, 1, t)  # W^{T2} P^T    [B, 1, t]
+        s = (self.W_T2(P) * self.score_scale).reshape(B, 1, t)  # W^{T2} P^T    [B, 1, t]
         H = self.W_T1(self.squash(s)).reshape(B, t)  # H^T [B, t]
         return torch.relu(H)  # A^T                        [B, t]
 
     def pool(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        """Eq. (9)/(11): E = sum_j p_j A_j (paper) or mean_j p_j A_j (reference). [B,t,n] -> [B,n]."""
+        """Eq. (9)/(11): E = sum_j p_j A_j times 1/t (paper, reference; the gain: see above) or 1
+        (paper_literal). [B,t,n] -> [B,n]."""
         E = (P * A.unsqueeze(-1)).sum(dim=1)
-        return E if self.style == "paper" else E / self.segments
+        return E / self.segments if self.style in ("reference", "paper") else E

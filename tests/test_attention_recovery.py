@@ -1,0 +1,128 @@
+"""The planted-evidence synthetic set's guarantee, and the paper-style attention scale fix.
+
+Generator: a linear probe (logistic regression on mean colours of decoded frames) is at chance when
+given only what lies outside the evidence box, or only the segments that are not key segments; given
+the evidence (the box in the key segments) it names the class pair; the audio names the member of
+the pair and nothing about the pair.
+Model: at initialisation the paper style's embedding E^V is on the scale of plain average pooling
+(the literal equations' is ~1/(m n) of it), and its temporal ReLU attention survives a logit-shrinking
+start.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
+from vaanet.data.ingest import decode_audio, decode_video
+from vaanet.data.synth import TONES, SynthConfig, generate
+from vaanet.models.vaanet import ModelConfig, VAANet
+
+CLASSES, PAIRS = 8, 4
+
+
+@pytest.fixture(scope="module")
+def probe_features(tmp_path_factory):
+    """Per video: mean RGB outside the box (all frames, a 3-pixel margin around the box left out), mean
+    RGB of the whole frame in each non-key segment and of the box in each non-key segment, mean RGB of
+    the box in the key segments, and the audio power at the two tones."""
+    root = tmp_path_factory.mktemp("planted") / "videos"
+    cfg = SynthConfig(videos_per_class=12, duration=2.0, fps=8, resolutions=((64, 48),), seed=11)
+    generate(root, cfg, workers=1)
+    truth = pd.read_csv(root / "synth_truth.csv")
+    rows = []
+    for _, r in truth.iterrows():
+        frames, _, _ = decode_video(str(root / r["file"]), 48, None)
+        frames = frames.astype(np.float32)
+        T, H, W, _ = frames.shape
+        seg = np.minimum((np.arange(T) * r["segments"]) // T, r["segments"] - 1)
+        keys = {int(k) for k in str(r["key_segments"]).split(";")}
+        x0, x1 = int(round(r["box_x0"] * W)), int(round(r["box_x1"] * W))
+        y0, y1 = int(round(r["box_y0"] * H)), int(round(r["box_y1"] * H))
+        inside = np.zeros((H, W), bool)
+        inside[y0:y1, x0:x1] = True
+        near = np.zeros((H, W), bool)
+        near[max(y0 - 3, 0):y1 + 3, max(x0 - 3, 0):x1 + 3] = True
+        key = np.isin(seg, list(keys))
+        other = [s for s in range(r["segments"]) if s not in keys][:2]  # the same count for every video
+        audio = decode_audio(str(root / r["file"]), 44100)
+        spectrum = np.abs(np.fft.rfft(audio))
+        freqs = np.fft.rfftfreq(len(audio), 1 / 44100)
+        tones = [spectrum[np.abs(freqs - f) < 20].mean() for f in TONES]
+        rows.append(dict(
+            label=int(r["label"]), pair=int(r["pair"]), bit=int(r["audio_bit"]),
+            outside=frames[:, ~near].mean(axis=(0, 1)),
+            non_key=np.concatenate([np.r_[frames[seg == s].mean(axis=(0, 1, 2)), frames[seg == s][:, inside].mean(axis=(0, 1))]
+                                    for s in other]),
+            evidence=frames[key][:, inside].mean(axis=(0, 1)),
+            audio=np.log(np.array(tones)),
+        ))
+    return rows
+
+
+def _probe(rows, feature, target) -> float:
+    X = np.stack([np.atleast_1d(r[feature]) for r in rows])
+    X = (X - X.mean(0)) / (X.std(0) + 1e-6)
+    y = np.array([r[target] for r in rows])
+    return float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=4).mean())
+
+
+def test_outside_the_box_and_non_key_segments_carry_no_class_information(probe_features):
+    # 96 videos, 8 classes: chance 0.125 (std of a 4-fold accuracy ~0.035); pairs: chance 0.25
+    for feature in ("outside", "non_key"):
+        assert _probe(probe_features, feature, "label") < 0.25, feature
+        assert _probe(probe_features, feature, "pair") < 0.40, feature
+
+
+def test_the_evidence_names_the_pair_and_the_audio_the_member(probe_features):
+    assert _probe(probe_features, "evidence", "pair") > 0.95
+    assert 0.35 < _probe(probe_features, "evidence", "label") <= 0.6  # vision alone: at most 1/2
+    assert _probe(probe_features, "audio", "bit") > 0.95
+    assert _probe(probe_features, "audio", "pair") < 0.40  # audio says nothing about the pair
+
+
+def test_truth_sidecar_keeps_the_metric_columns(tmp_path):
+    truth = generate(tmp_path, SynthConfig(videos_per_class=1, duration=1.0, resolutions=((48, 48),)), workers=1)
+    cols = set(pd.read_csv(truth).columns)
+    assert {"video_id", "key_segments", "key_times", "box_x0", "box_y0", "box_x1", "box_y1"} <= cols
+
+
+# ---- the scale fix --------------------------------------------------------------------------------
+def _embedding(preset: str, style: str, average: bool = False) -> torch.Tensor:
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset(preset, attention_style=style, depth=10, width=0.25, segments=4, frames=2,
+                                  crop_size=48, no_max_pool=True, num_classes=8)
+    model = VAANet(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (2, 4, 3, 2, 48, 48), dtype=torch.uint8, generator=g)
+    with torch.no_grad():
+        return model.visual_features(x).mean(dim=(1, 2)) if average else model.visual_stream(x)[0]
+
+
+def test_paper_style_embedding_has_the_scale_of_average_pooling():
+    average = _embedding("V", "paper", average=True)  # plain average pooling of the same features
+    # uniform (switched-off) attention in the paper style is exactly average pooling
+    torch.testing.assert_close(_embedding("V", "paper"), average)
+    plain = average.abs().mean()
+    paper = _embedding("VS+VCW+VT", "paper").abs().mean()
+    literal = _embedding("VS+VCW+VT", "paper_literal").abs().mean()
+    assert 0.1 < float(paper / plain) < 10
+    assert float(literal / plain) < 1e-2  # the equations without the gain: ~1/(m n) of it
+
+
+def test_paper_temporal_attention_survives_a_shrinking_start():
+    """Shrinking the logits (what a random classifier head first does) must not silence every segment."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("VS+VCW+VT", attention_style="paper", depth=10, width=0.125, segments=4, frames=2,
+                                  crop_size=32, no_max_pool=True, num_classes=8)
+    model = VAANet(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x = torch.randint(0, 256, (4, 4, 3, 2, 32, 32), dtype=torch.uint8)
+    for _ in range(25):
+        opt.zero_grad()
+        model(x).logits.pow(2).mean().backward()
+        opt.step()
+    assert (model(x).temporal > 0).all()
