@@ -1,8 +1,12 @@
-"""MLflow tracking that never stops training.
+"""MLflow tracking that never stops training and never loses what it was given.
 
 Everything is also written to the run's own folder (``metrics.jsonl`` per epoch, ``final_metrics.json``
-at the end), so when the tracking server goes away mid-run the loss is reported loudly once and nothing
-computed is lost. Only rank 0 tracks.
+at the end). When the tracking store stops answering, the loss is reported loudly once and training
+goes on; the tracker asks again every ``retry_s`` seconds, and once the store answers it re-sends what
+the folder kept (params and tags, every metric step MLflow does not have yet - idempotent by step -,
+artifacts, the run's status). A run that ends while the store is still away leaves
+``tracking_pending.json``; :func:`replay_pending` (the study driver calls it) sends it later. Only
+rank 0 tracks.
 """
 from __future__ import annotations
 
@@ -104,6 +108,7 @@ def code_version() -> str:
 
 
 RUN_ID_FILE = "mlflow_run_id"  # in the run folder: the MLflow run this folder's training writes to
+PENDING_FILE = "tracking_pending.json"  # in the run folder: what could not be sent before the run ended
 
 
 def run_id_of(out_dir: str | Path) -> str | None:
@@ -123,7 +128,9 @@ class Tracker:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.enabled, self.run_id, self.lost, self.log = enabled, run_id, None, log
-        self.client, self.new_run = None, False
+        self.client, self.new_run, self.lost_at = None, False, 0.0
+        self.retry_s = float(os.environ.get("VAANET_TRACKING_RETRY_S", "30"))
+        self.sent: dict = {"params": {}, "tags": {}, "artifacts": [], "status": None}  # to re-send after an outage
         if not enabled:
             return
         try:
@@ -160,22 +167,50 @@ class Tracker:
         return self.enabled and self.client is not None and self.lost is None and self.run_id is not None
 
     def _lose(self, error: Exception) -> None:
-        self.lost = error
-        msg = (f"WARNING: MLflow tracking lost ({type(error).__name__}: {str(error)[:200]}). Training goes on; "
-               f"metrics are still written to {self.out_dir}")
-        print("!" * 100 + "\n" + msg + "\n" + "!" * 100, file=sys.stderr, flush=True)
+        first = self.lost is None
+        self.lost, self.lost_at = error, time.monotonic()
+        if first:
+            msg = (f"WARNING: MLflow tracking lost ({type(error).__name__}: {str(error)[:200]}). Training goes on; "
+                   f"metrics are still written to {self.out_dir} and re-sent when the store answers again")
+            print("!" * 100 + "\n" + msg + "\n" + "!" * 100, file=sys.stderr, flush=True)
+
+    def _recover(self, force: bool = False) -> bool:
+        """After an outage: ask again (every ``retry_s``, or now when ``force``); when the store answers,
+        re-send everything the run folder kept, then carry on."""
+        if self.lost is None:
+            return True
+        if not (self.enabled and self.client is not None and self.run_id is not None):
+            return False
+        if not force and time.monotonic() - self.lost_at < self.retry_s:
+            return False
+        try:
+            check_reachable(self.client.tracking_uri, timeout=2)
+            n = _replay(self.client, self.run_id, self.out_dir, self.sent)
+        except Exception:  # noqa: BLE001 - still away
+            self.lost_at = time.monotonic()
+            return False
+        self.lost = None
+        print(f"MLflow tracking is back: re-sent {n} metric values from {self.out_dir}", file=sys.stderr, flush=True)
+        return True
 
     def _try(self, method: str, *args, **kwargs) -> None:
-        """Call ``MlflowClient.<method>`` unless tracking is off or lost; a failure loses tracking."""
-        if self.active:
-            try:
-                getattr(self.client, method)(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001
-                self._lose(e)
+        """Call ``MlflowClient.<method>`` unless tracking is off; while it is lost, only after it came back
+        (what this call carries is then in the run folder, and re-sent with the rest)."""
+        if not (self.enabled and self.client is not None and self.run_id is not None):
+            return
+        if self.lost is not None:  # what this call carries is already in the folder: the replay sends it
+            self._recover()
+            return
+        try:
+            getattr(self.client, method)(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._lose(e)
 
     def start(self, params: dict, tags: dict) -> None:
         from mlflow.entities import Param, RunTag
 
+        self.sent["params"] = {k: str(v)[:6000] for k, v in params.items()}
+        self.sent["tags"] = {k: str(v) for k, v in tags.items()}
         params = [Param(k, str(v)[:6000]) for k, v in params.items()]
         tags = [RunTag(k, str(v)) for k, v in tags.items()]
         for i in range(0, len(params), 100):
@@ -212,8 +247,10 @@ class Tracker:
     def log_model(self, weights: Path) -> None:
         """Where the selected weights are: an artifact (``model/best_model.pt``) when small enough, and
         always the tag ``checkpoint`` with their path, so that ``vaanet predict --run RUN_ID`` finds them."""
+        self.sent["tags"]["checkpoint"] = str(weights)
         self._try("set_tag", self.run_id, "checkpoint", str(weights))
         if weights.stat().st_size <= MODEL_ARTIFACT_LIMIT:
+            self.sent["artifacts"].append([str(weights), "model"])
             self._try("log_artifact", self.run_id, str(weights), "model")
 
     def log_final(self, metrics: dict, artifacts: list[Path], step: int) -> None:
@@ -222,7 +259,69 @@ class Tracker:
         self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "best_val_acc"},
                          step=step)
         for path in artifacts:
+            self.sent["artifacts"].append([str(path), None])
             self._try("log_artifact", self.run_id, str(path))
 
     def finish(self, status: str = "FINISHED") -> None:
+        """End the run with its true status; if the store is still away, leave what is unsent in the run
+        folder (``tracking_pending.json``) for :func:`replay_pending`."""
+        self.sent["status"] = status
+        if self.lost is not None:
+            self._recover(force=True)
         self._try("set_terminated", self.run_id, status)
+        if self.lost is not None and self.enabled and self.run_id is not None:
+            (self.out_dir / PENDING_FILE).write_text(json.dumps({"run_id": self.run_id, **self.sent}, indent=1))
+            print(f"WARNING: MLflow still unreachable; {self.out_dir / PENDING_FILE} keeps what to send "
+                  "(the study driver re-sends it, or call vaanet.train.tracking.replay_pending)", file=sys.stderr)
+
+
+def _replay(client, run_id: str, out_dir: Path, sent: dict) -> int:
+    """Re-send a run's params, tags, metrics (only steps MLflow lacks), artifacts and status; returns the
+    number of metric values sent."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    params = [Param(k, v) for k, v in sent.get("params", {}).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    if sent.get("tags"):
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in sent["tags"].items()])
+    lines = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()] \
+        if (out_dir / "metrics.jsonl").is_file() else []
+    have: dict[str, set] = {}
+    batch, ts = [], int(time.time() * 1000)
+    for line in lines:
+        step = line.get("step") or 0
+        for key, value in line.items():
+            if key == "step":
+                continue
+            if key not in have:
+                have[key] = {m.step for m in client.get_metric_history(run_id, key)}
+            if step not in have[key]:
+                batch.append(Metric(key, float(value), ts, step))
+                have[key].add(step)
+    for i in range(0, len(batch), 200):
+        client.log_batch(run_id, metrics=batch[i:i + 200])
+    for path, folder in sent.get("artifacts", []):
+        if Path(path).exists():
+            client.log_artifact(run_id, path, folder)
+    if sent.get("status"):
+        client.set_terminated(run_id, sent["status"])
+    return len(batch)
+
+
+def replay_pending(out_dir: str | Path, uri: str) -> bool:
+    """Send what a run left in ``tracking_pending.json`` (its store was away when it ended); True when
+    nothing is pending any more."""
+    from mlflow.tracking import MlflowClient
+
+    path = Path(out_dir) / PENDING_FILE
+    if not path.is_file():
+        return True
+    sent = json.loads(path.read_text())
+    try:
+        check_reachable(uri, timeout=5)
+        _replay(MlflowClient(uri), sent["run_id"], Path(out_dir), sent)
+    except Exception:  # noqa: BLE001 - still away: the file stays
+        return False
+    path.unlink()
+    return True

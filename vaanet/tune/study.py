@@ -33,7 +33,7 @@ import pandas as pd
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
 from ..train.loop import is_deterministic
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import ensure_experiment, git_commit, run_id_of
+from ..train.tracking import ensure_experiment, git_commit, replay_pending, run_id_of
 from .progress import StudyProgress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,6 +331,11 @@ def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
+    pending = [row["run.name"] for _, row in frame.iterrows() if not replay_pending(train_root / row["run.name"], uri)]
+    if pending:
+        frame.attrs["reported"] = False
+        print(f"WARNING: MLflow did not answer; {len(pending)} trials keep unsent results in their run folders "
+              f"(tracking_pending.json), re-sent by the next run of this command: {pending}", file=sys.stderr)
     for _, row in frame.iterrows():
         if row["status"] == "ok":
             continue
@@ -490,6 +495,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     if not todo:
         print(f"study {experiment}: all {len(points)} trials already finished in {train_root}; nothing to train "
               "(use --experiment NAME for a fresh study)")
+        _close_leftovers(base.run.mlflow_uri, train_root, frame)  # re-sends what an outage kept back
     else:
         if state is not None and not args.resume:
             raise ValueError(f"{output} holds an unfinished study ({len(points) - len(todo)}/{len(points)} trials "
@@ -521,7 +527,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}", file=sys.stderr)
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
-    frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir)
+    frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir) and \
+        frame.attrs.get("reported", True)
     if parent:
         _finish_parent(base.run.mlflow_uri, experiment, parent, table, frame, report_dir)
     return frame

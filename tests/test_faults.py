@@ -1,0 +1,122 @@
+"""Faults (issue 14): a tracking server that goes away for longer than the client's retries and comes
+back loses nothing and doubles nothing; one still away when the run ends leaves its results pending in
+the run folder, re-sent later."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `mlflow server` on loopback that a test can stop and start again (same store)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, _free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{self.folder / 'store.db'}",
+               "--artifacts-destination", str(self.folder / "artifacts")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(360):
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("mlflow server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    # the client gives up at once (its own retry budget, ~4 minutes by default, shortened to nothing)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    monkeypatch.setenv("VAANET_TRACKING_RETRY_S", "0")  # ask again at every call
+    s = Server(tmp_path / "mlflow")
+    s.folder.mkdir()
+    s.start()
+    yield s
+    s.stop()
+
+
+def _outage(monkeypatch, server, down_after: int, up_before: int | None):
+    """Kill the server after epoch ``down_after`` is logged; start it again before epoch ``up_before``."""
+    from vaanet.train.tracking import Tracker
+
+    original = Tracker.log_metrics
+
+    def log_metrics(self, metrics, step):
+        if up_before is not None and step == up_before and "train_loss" in metrics:
+            server.start()
+        original(self, metrics, step)
+        if step == down_after and "train_loss" in metrics:
+            server.stop()
+
+    monkeypatch.setattr(Tracker, "log_metrics", log_metrics)
+
+
+def test_outage_mid_run_is_replayed_once_the_server_is_back(server, synth_root, synth_cache, tmp_path, monkeypatch,
+                                                             capsys):
+    from mlflow.tracking import MlflowClient
+
+    from vaanet.train import fit_local
+
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 4, "run.mlflow_uri": server.url})
+    _outage(monkeypatch, server, down_after=1, up_before=3)  # epoch 2 is logged while the server is down
+    final = fit_local(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "MLflow tracking lost" in err and "MLflow tracking is back: re-sent" in err
+    client = MlflowClient(server.url)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] == pytest.approx(final["test_acc"])
+    for key in ("val_acc", "train_loss", "best_val_acc"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2, 3, 4]  # once each
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not (tmp_path / "run" / "tracking_pending.json").exists()
+
+
+def test_server_still_down_at_the_end_leaves_the_run_pending_then_replays(server, synth_root, synth_cache, tmp_path,
+                                                                          monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from vaanet.train import fit_local
+    from vaanet.train.tracking import replay_pending
+
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 2, "run.mlflow_uri": server.url})
+    _outage(monkeypatch, server, down_after=1, up_before=None)
+    final = fit_local(cfg, tmp_path / "run")
+    pending = tmp_path / "run" / "tracking_pending.json"
+    assert pending.is_file()
+    assert not replay_pending(tmp_path / "run", server.url) and pending.is_file()  # still away: kept
+    server.start()
+    assert replay_pending(tmp_path / "run", server.url) and not pending.exists()
+    client = MlflowClient(server.url)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] == pytest.approx(final["test_acc"])
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
+    assert replay_pending(tmp_path / "run", server.url)  # nothing left: a second replay changes nothing
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
