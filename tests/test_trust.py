@@ -196,3 +196,14 @@ def test_study_request_error_from_the_shell_has_no_traceback(tmp_path):
                        env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"})
     assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_system_metrics_when_asked(synth_root, synth_cache, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 2, "run.system_metrics": True})
+    fit_local(cfg, tmp_path / "run")
+    client = MlflowClient(cfg.run.mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)

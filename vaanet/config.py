@@ -78,6 +78,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the backbone (falls back to eager where it cannot compile)
     threads: int = 0  # torch CPU threads per worker; 0 = torch's default
     checkpoint_every: int = 10  # epochs between resumable checkpoints (the last epoch always); see `vaanet estimate`
+    system_metrics: bool | None = None  # MLflow system metrics (CPU, memory, disk, network, GPU); None: on with CUDA
     fail_at_epoch: int = -1  # fault injection for tests: raise once at this epoch
     tags: dict[str, str] = field(default_factory=dict)  # study, table, preset, ... for analysis
 

@@ -334,6 +334,8 @@ def train_fn(config: dict) -> dict:
     if start_epoch:
         tracker.resume_at(start_epoch)
     tracker.running()  # a resumed run trains again: RUNNING until it ends
+    if cfg.run.system_metrics if cfg.run.system_metrics is not None else cuda:
+        tracker.start_system_metrics()
     try:
         return _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device,
                                amp, start_epoch, history, best, best_weights, tracker, out_dir, log)

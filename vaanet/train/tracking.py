@@ -262,9 +262,29 @@ class Tracker:
             self.sent["artifacts"].append([str(path), None])
             self._try("log_artifact", self.run_id, str(path))
 
+    def start_system_metrics(self, interval: float = 10.0) -> None:
+        """MLflow's system metrics (``system/*``: CPU, memory, disk, network, GPU when pynvml finds one)
+        sampled every ``interval`` seconds until :meth:`finish`."""
+        if not self.active:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval,
+                                                tracking_uri=self.client.tracking_uri)
+            self.monitor.start()
+        except Exception as e:  # noqa: BLE001 - psutil missing or similar: say so, train on
+            print(f"note: MLflow system metrics unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+
     def finish(self, status: str = "FINISHED") -> None:
         """End the run with its true status; if the store is still away, leave what is unsent in the run
         folder (``tracking_pending.json``) for :func:`replay_pending`."""
+        if getattr(self, "monitor", None) is not None:
+            try:
+                self.monitor.finish()
+            except Exception:  # noqa: BLE001
+                pass
+            self.monitor = None
         self.sent["status"] = status
         if self.lost is not None:
             self._recover(force=True)
