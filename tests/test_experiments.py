@@ -93,7 +93,7 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
     assert f"runs/{parent.info.run_id}" in r.stdout  # the link printed at the end
-    assert parent.data.metrics["acc.VS+VCW+VT+AT"] >= 0 and "mlflow.note.content" in parent.data.tags
+    assert parent.data.metrics["acc.VS-VCW-VT-AT"] >= 0 and "mlflow.note.content" in parent.data.tags
     reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports
     assert client.get_experiment_by_name("main_comparison-synth").tags["mlflow.experimentKind"] == \
