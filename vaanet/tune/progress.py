@@ -1,7 +1,8 @@
-"""What a study prints while it runs: one epoch line per trial and epoch, prefixed with the trial's
-name, and a study line (trials done / running / pending / failed, elapsed, ETA, best validation accuracy
-so far per row) whenever it changes. On a terminal the study line stays at the bottom and is redrawn in
-place; elsewhere (a log file, CI) it is printed as a plain line per change.
+"""What a study prints while it runs: one line per finished trial (its name and test accuracy) carrying
+the study's state (trials done / running / pending / failed, elapsed, ETA, best validation accuracy so
+far per row). On a terminal a live line at the bottom is redrawn in place with each trial's latest
+epoch; epoch lines, prefixed with the trial's name, are printed with ``--verbose`` and always kept in
+each run's ``train.log``.
 
 A Ray Tune ``Callback`` in the driver: the metrics come from the trials' reports, so the workers' own
 output (and Ray's internals) can stay in the log files (``<run>/train.log``, Ray's session logs) unless
@@ -21,8 +22,11 @@ def _clock(seconds: float) -> str:
 
 
 class StudyProgress(Callback):
-    def __init__(self, total: int, done: int = 0, concurrent: int = 1, stream=None):
-        self.total, self.done_before, self.concurrent = total, done, max(1, concurrent)
+    """One line per finished trial, carrying the study's state; epoch lines only live (terminal) or with
+    ``verbose``, so that a study's console fits on one screen."""
+
+    def __init__(self, total: int, done: int = 0, concurrent: int = 1, verbose: bool = False, stream=None):
+        self.total, self.done_before, self.concurrent, self.verbose = total, done, max(1, concurrent), verbose
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.start = time.time()
@@ -30,7 +34,6 @@ class StudyProgress(Callback):
         self.finished: list[float] = []  # durations of the trials finished in this run
         self.failed = 0
         self.best: dict[str, float] = {}  # row -> best validation accuracy so far
-        self.last = ""
 
     @staticmethod
     def _name(trial) -> tuple[str, str]:
@@ -39,56 +42,61 @@ class StudyProgress(Callback):
             return point["name"], point["tags"].get("row", point["name"])
         return f"search_{trial.trial_id}", "search"
 
-    def _line(self) -> str:
+    def _line(self, news: str = "") -> str:
         done = self.done_before + len(self.finished)
         pending = self.total - done - len(self.running) - self.failed
-        elapsed = time.time() - self.start
         eta = "?"
         if self.finished:
             mean = sum(self.finished) / len(self.finished)
-            eta = _clock(mean * (pending + len(self.running) / 2) / self.concurrent)
+            eta = _clock(mean * (max(pending, 0) + len(self.running) / 2) / self.concurrent)
         best = "  ".join(f"{row} {acc:.3f}" for row, acc in self.best.items())
         return (f"study: {done}/{self.total} trials done, {len(self.running)} running, {max(pending, 0)} pending, "
-                f"{self.failed} failed | {_clock(elapsed)} elapsed, ETA {eta}" + (f" | best val acc: {best}" if best else ""))
+                f"{self.failed} failed | {_clock(time.time() - self.start)} elapsed, ETA {eta}"
+                + (f" | {news}" if news else "") + (f" | best val acc: {best}" if best else ""))
 
-    def _emit(self, text: str | None = None) -> None:
-        line = self._line()
-        if self.tty:
-            self.stream.write("\r\033[K" + (text + "\n" if text else "") + line)
-        else:
-            if text:
-                self.stream.write(text + "\n")
-            if line != self.last:
-                self.stream.write(line + "\n")
-        self.last = line
+    def _print(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.stream.flush()
+
+    def _live(self, text: str) -> None:
+        if self.tty:  # redrawn in place, never scrolls
+            self.stream.write("\r\033[K" + text[: 200])
+            self.stream.flush()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running[self._name(trial)[0]] = time.time()
-        self._emit()
+        self._live(self._line())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name, row = self._name(trial)
         if "train_loss" in result and "epoch" in result:
             self.best[row] = max(self.best.get(row, 0.0), float(result.get("val_acc", 0.0)))
-            text = (f"[{name}] epoch {int(result['epoch'])}: train loss {result['train_loss']:.4f} "
-                    f"acc {result['train_acc']:.3f} | val acc {result['val_acc']:.3f} "
-                    f"polarity {result.get('val_polarity_acc', float('nan')):.3f}")
-            self._emit(text)
+            epoch = (f"[{name}] epoch {int(result['epoch'])}: train loss {result['train_loss']:.4f} "
+                     f"acc {result['train_acc']:.3f} | val acc {result['val_acc']:.3f} "
+                     f"polarity {result.get('val_polarity_acc', float('nan')):.3f}")
+            if self.verbose:
+                self._print(epoch)
+            self._live(self._line(epoch))
         elif "test_acc" in result:
-            self._emit(f"[{name}] test accuracy {result['test_acc']:.3f}  polarity {result['test_polarity_acc']:.3f}")
+            self.finished.append(time.time() - self.running.pop(name, self.start))
+            self._print(self._line(f"[{name}] test acc {result['test_acc']:.3f} polarity "
+                                   f"{result['test_polarity_acc']:.3f}"))
+            self.reported = getattr(self, "reported", set()) | {name}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        started = self.running.pop(self._name(trial)[0], time.time())
+        name = self._name(trial)[0]
+        if name in getattr(self, "reported", set()):
+            return
+        started = self.running.pop(name, self.start)
         self.finished.append(time.time() - started)
-        self._emit()
+        self._print(self._line(f"[{name}] done"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.pop(self._name(trial)[0], None)
         self.failed += 1
-        self._emit(f"[{self._name(trial)[0]}] failed")
+        self._print(self._line(f"[{self._name(trial)[0]}] failed"))
 
     def on_experiment_end(self, trials, **info):
         if self.tty:
-            self.stream.write("\n")
+            self.stream.write("\r\033[K")
             self.stream.flush()

@@ -509,7 +509,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
                 if state is not None else f"study {experiment}: {len(points)} trials")
         print(f"{verb} ({len(study.grid)} rows x {len(split_files)} splits x {len(seeds)} seeds), "
               f"{base.optim.epochs} epochs each, up to {concurrent} at once", flush=True)
-        progress = StudyProgress(len(points), len(points) - len(todo), concurrent)
+        progress = StudyProgress(len(points), len(points) - len(todo), concurrent, verbose=args.verbose)
         results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
                          f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
         errors = {r.config["point"]["name"]: _first_line(r.error) for r in results
@@ -597,7 +597,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
                                     max_t=max(base.optim.epochs, 1) + 1),
             metric="val_acc", mode="max", num_samples=args.samples, max_concurrent_trials=concurrent)
         tuner = _tuner(args, base, {"fixed": fixed, "tags": tags, "search": space}, concurrent, output, "search",
-                       tune_config, callbacks=[StudyProgress(args.samples, 0, concurrent)])
+                       tune_config, callbacks=[StudyProgress(args.samples, 0, concurrent, verbose=args.verbose)])
     results = tuner.fit()
     train_root = Path(base.run.output)
     rows = []
@@ -639,7 +639,8 @@ def _write_reports(experiment: str, uri: str, report_dir: Path) -> bool:
     except ImportError:
         return True
     try:
-        write_reports(experiment, uri, report_dir)
+        # the study printed its own table: of the report, only its warnings and where it went
+        write_reports(experiment, uri, report_dir, log=lambda line: line.startswith(("WARNING", "wrote")) and print(line))
         return True
     except Exception as e:  # noqa: BLE001 - the trials are done and trials.csv is written; say what failed
         print(f"WARNING: the paper tables were not written ({type(e).__name__}: {str(e)[:300]}); rerun "
