@@ -33,6 +33,7 @@ def test_local_run_learns_and_is_tracked(reference_run):
     assert run.info.status == "FINISHED"
     assert run.data.params["model.depth"] == "10" and run.data.params["optim.lam"] == "0.5"
     assert "code_version" in run.data.params and run.data.params["data.split"].endswith("split_00.csv")
+    assert run.data.params["prepare.frames"] == "raw" and run.data.params["prepare.short_side"] == "40"
     assert {k: run.data.tags[k] for k in ("study", "table", "preset", "loss", "lam", "split", "seed")} == {
         "study": "unit", "table": "3", "preset": "VS+VCW+VT+AT", "loss": "pcce", "lam": "0.5", "split": "split_00", "seed": "0"}
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]

@@ -319,7 +319,8 @@ def train_fn(config: dict) -> dict:
 
     tracker = Tracker(cfg.run.mlflow_uri, cfg.run.experiment, cfg.run.name, out_dir, enabled=rank == 0, run_id=run_id)
     if tracker.new_run:
-        params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type}
+        params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type,
+                       **{f"prepare.{k}": v for k, v in _prepare_manifest(cfg).items()}}
         tags = run_tags(cfg)
         if config.get("ray"):
             import ray
@@ -441,10 +442,17 @@ def _best_path(out_dir: Path, epoch: int) -> Path:
     return out_dir / "best" / f"epoch_{epoch + 1:04d}.pt"
 
 
-def _save_best(out_dir: Path, cfg: Config, best: dict, weights: dict) -> None:
-    """The selected weights, written when validation accuracy improves (atomically)."""
+def _prepare_manifest(cfg: Config) -> dict:
+    """How the cache was prepared (short side, fps, frame format, MFCC settings): saved with the weights,
+    logged as ``prepare.*`` params."""
     manifest = Path(cfg.data.cache) / MANIFEST_FILE
     prepare = json.loads(manifest.read_text()) if manifest.exists() else {}
+    return {"frames": "raw", **prepare}  # a manifest without a format is a raw cache
+
+
+def _save_best(out_dir: Path, cfg: Config, best: dict, weights: dict) -> None:
+    """The selected weights, written when validation accuracy improves (atomically)."""
+    prepare = _prepare_manifest(cfg)
     path = _best_path(out_dir, best["epoch"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
