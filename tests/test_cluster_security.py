@@ -84,10 +84,11 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> int:
         return 0  # not listening (yet)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """The head's MLflow server as ray_cluster.yaml sets it up and starts it (paths moved under tmp_path,
-    bound to loopback here): yields (url, admin password)."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """The head's MLflow server as ray_cluster.yaml sets it up and starts it (paths moved under a temporary
+    folder, bound to loopback here): yields (url, admin password). Started once for this module."""
+    tmp_path = tmp_path_factory.mktemp("mlflow_head")
     home, shared = tmp_path / "head", tmp_path / "shared"
     home.mkdir()
     shared.mkdir()

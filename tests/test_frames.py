@@ -11,7 +11,8 @@ from vaanet.data import EpochSampler, PrepareConfig, SamplingConfig, VideoEmotio
 from vaanet.data.frames import FORMATS, FrameCacheError, JpegFrames, open_frames, write_frames
 
 QUIET = dict(log=lambda *_: None)
-PSNR_BOUND = 35.0  # dB; measured: min 37.0, mean 37.5 on the synthetic set (pixel noise std 8) at quality 90
+PSNR_BOUND = 30.0  # dB at quality 90; measured: min 32.9, mean 34.0 on the planted-evidence synthetic set (its
+# per-pixel noise is JPEG's worst case), min 33.7 on natural photos (benchmarks/data_throughput.py)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
