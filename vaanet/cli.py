@@ -61,9 +61,7 @@ def _train(a):
 
 
 def _predict(a):
-    from .predict import format_result, predict_video
-
-    from .predict import checkpoint_of_run
+    from .predict import checkpoint_of_run, format_result, predict_video
 
     figure = a.figure or f"{Path(a.video).stem}_attention.png"
     checkpoint = a.checkpoint or checkpoint_of_run(a.run, a.mlflow_uri)
