@@ -6,6 +6,7 @@ import pandas as pd
 from vaanet.train.tracking import default_tracking_uri
 
 TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role")
+METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")
 POINT = ["mlflow_experiment", "study", "dataset", "row", "split", "seed"]  # one trial of a study
 
 
@@ -31,6 +32,9 @@ def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFr
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["run_id", "mlflow_experiment", "status", *TAGS])
+    for metric in METRICS:  # runs that never finished have none: the column exists, empty
+        if metric not in frame:
+            frame[metric] = float("nan")
     frame["lam"] = pd.to_numeric(frame["lam"], errors="coerce")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce")
     return one_run_per_point(frame[frame["role"] != "study"])  # a study's parent run holds its summary

@@ -1,6 +1,8 @@
 """Harness overhead: wall time of N small trainings run directly (one after the other, in this process)
-vs the same N through Ray Tune + Ray Train with 1 and 2 concurrent trials, as parallel efficiency
-(direct time / (harness time x concurrency)).
+vs the same N as a study through Ray Tune + Ray Train with 1 and 2 concurrent trials. Printed: the
+study's wall time, the overhead per trial ((wall - direct / concurrency) / N: the study's time beyond
+perfectly parallel direct training, per trial, with its fixed costs (Ray start, MLflow parent run,
+report) spread over the N trials) and the parallel efficiency (direct / (wall x concurrency)).
 
     python benchmarks/harness_overhead.py [--trials 4] [--epochs 2]
 """
@@ -52,13 +54,15 @@ def main():
                 "--max-concurrent", str(concurrent), "--mlflow-uri", f"sqlite:///{work / f'tune{concurrent}.db'}",
                 "--output", str(out)] + [x for s in TINY for x in ("--set", s)]
         start = time.perf_counter()
-        subprocess.run(args, cwd=work, check=True, capture_output=True)
+        done = subprocess.run(args, cwd=work, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"the study failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         rows.append((concurrent, time.perf_counter() - start))
     print(f"{a.trials} trainings of {a.epochs} epochs (tiny model); direct, sequential in one process: {direct:.1f} s "
           f"({direct / a.trials:.1f} s each)")
-    print(f"{'concurrent':>10}{'wall s':>10}{'s/trial':>10}{'efficiency':>12}")
+    print(f"{'concurrent':>10}{'wall s':>10}{'overhead s/trial':>18}{'efficiency':>12}")
     for c, wall in rows:
-        print(f"{c:>10}{wall:>10.1f}{wall / a.trials:>10.1f}{direct / (wall * c):>12.2f}")
+        print(f"{c:>10}{wall:>10.1f}{(wall - direct / c) / a.trials:>18.1f}{direct / (wall * c):>12.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,4 +1,9 @@
+import atexit
 import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +40,27 @@ def synth_cache(synth_root, tmp_path_factory):
     return cache
 
 
+@lru_cache(maxsize=None)
+def _empty_store() -> Path:
+    """One empty MLflow SQLite store per test session: creating one runs MLflow's schema migrations
+    (~7 s on this machine), which every test would otherwise pay again."""
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="vaanet-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+def mlflow_store(path: Path) -> str:
+    """The URI of a SQLite MLflow store at ``path``, created empty (a copy of the session's) if missing."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_empty_store(), path)
+    return f"sqlite:///{path}"
+
+
 def tiny_config(synth_root, synth_cache, tmp_path, **overrides):
     """A seconds-long training configuration on the tiny synthetic set."""
     from vaanet.config import load_config
@@ -44,7 +70,7 @@ def tiny_config(synth_root, synth_cache, tmp_path, **overrides):
         f"data.truth={synth_root / 'synth_truth.csv'}", "data.audio_frames=8", "data.num_workers=0",
         "model.depth=10", "model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32",
         "model.attention_style=reference", "optim.epochs=3", "optim.batch_size=4", "optim.lr=1e-3",
-        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", "run.threads=1", "run.checkpoint_every=1",
+        f"run.mlflow_uri={mlflow_store(tmp_path / 'mlflow.db')}", "run.experiment=test", "run.threads=1", "run.checkpoint_every=1",
         f"run.output={tmp_path / 'runs'}", "run.tags={study: unit, table: '3'}",
     ] + [f"{k}={v}" for k, v in overrides.items()]
     return load_config(None, sets)

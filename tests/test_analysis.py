@@ -10,6 +10,7 @@ from analysis.report import main as report_main
 from analysis.report import write_reports
 from analysis.runs import load_runs
 from analysis.tables import ablation_table, loss_table, to_latex, to_markdown
+from conftest import mlflow_store
 from vaanet.losses import VE8_CLASSES
 
 PRESETS = ["AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT"]
@@ -30,7 +31,7 @@ def _log(client, exp_id, tags, metrics, status="FINISHED"):
 def store(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("ablation-ve8")
     for preset, accs in ACC.items():
@@ -214,7 +215,7 @@ def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
     import vaanet.figures
     from analysis.figures import confusion_figures
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("cm", artifact_location=str(tmp_path / "artifacts"))
     runs = []

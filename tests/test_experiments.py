@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import mlflow_store
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "model.frames=4", "--set", "model.crop_size=32",
         "--set", "data.audio_frames=8", "--set", "optim.batch_size=4", "--set", "model.attention_style=reference",
@@ -20,7 +22,7 @@ TINY = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "mod
 def _study(script, synth_root, synth_cache, tmp_path, *extra, env=None, timeout=420):
     args = [sys.executable, str(REPO / "experiments" / script), "--dataset", "synth", "--data-root", str(synth_root),
             "--cache", str(synth_cache), "--splits", "2", "--epochs", "1", "--mlflow-uri",
-            f"sqlite:///{tmp_path / 'tracking.db'}", "--output", str(tmp_path / "runs"), *TINY, *extra]
+            mlflow_store(tmp_path / "tracking.db"), "--output", str(tmp_path / "runs"), *TINY, *extra]
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", **(env or {})}
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -167,3 +169,22 @@ def test_optuna_search_resumes_reruns_and_leaves_no_running_run(synth_root, synt
     r = _study("lambda_sweep.py", synth_root, synth_cache, tmp_path, *search, "--set", "run.fail_at_epoch=0")
     assert r.returncode == 0 and "already finished; nothing to train" in r.stdout and "selected: lambda" in r.stdout
     assert len(_runs(tmp_path, "lambda_sweep-synth")) == len(runs)
+
+
+def test_an_error_a_retry_cannot_fix_fails_at_once_without_retries(synth_root, synth_cache, tmp_path):
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    # a learning rate this large turns the loss non-finite in the first epoch: deterministic, so the
+    # trial fails for good at its first attempt although --max-failures allows 2 retries
+    r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--splits", "1", "--max-failures", "2",
+               "--set", "optim.lr=1e12")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "NonFiniteLoss" in r.stderr and "lower the learning rate" in r.stderr, r.stderr[-3000:]
+    client = MlflowClient(mlflow_store(tmp_path / "tracking.db"))
+    exp = client.get_experiment_by_name("main_comparison-synth")
+    attempts = [x for x in client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+                if x.data.tags.get("role") != "study"]
+    assert [x.info.status for x in attempts] == ["FAILED"]  # one attempt: none deleted and redone by a retry
+    folder = tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
+    assert "NonFiniteLoss" in (folder / "error.txt").read_text()

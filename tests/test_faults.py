@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import mlflow_store, tiny_config
 
 BIN = Path(sys.executable).parent
 
@@ -32,7 +32,7 @@ class Server:
 
     def start(self) -> None:
         cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{self.folder / 'store.db'}",
+               "--backend-store-uri", mlflow_store(self.folder / "store.db"),
                "--artifacts-destination", str(self.folder / "artifacts")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         for _ in range(360):

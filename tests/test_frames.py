@@ -110,6 +110,21 @@ def test_truncated_or_corrupt_frame_files_name_the_file_and_the_fix(synth_cache,
         path.unlink()
         with pytest.raises(FrameCacheError, match=rf"{path} is missing.*vaanet prepare"):
             ds[0]
+    # the audio cache: truncated, pickled (not an array file) or missing
+    bad = _copy(synth_cache, tmp_path / "mfcc_bad")
+    ds = VideoEmotionDataset(bad, synth_cache / "splits" / "split_00.csv", "test", s)
+    path = bad / ds.items.iloc[0]["mfcc_file"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FrameCacheError, match=rf"MFCC file {path} is truncated or corrupt.*vaanet prepare"):
+        ds[0]
+    import pickle
+    path.write_bytes(pickle.dumps({"not": "an array"}))
+    with pytest.raises(FrameCacheError, match=rf"MFCC file {path} is truncated or corrupt.*vaanet prepare"):
+        ds[0]
+    path.unlink()
+    with pytest.raises(FrameCacheError, match=rf"MFCC file {path} is missing.*vaanet prepare"):
+        ds[0]
     # a JPEG stream damaged inside the file (offset table intact)
     bad = tmp_path / "jpeg_inner"
     bad.mkdir()

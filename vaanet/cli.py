@@ -55,7 +55,7 @@ def _train(a):
         if result.error:
             print(f"error: training failed: {result.error}", file=sys.stderr)
             return 1
-        final = result.metrics
+        final = result.return_value if getattr(result, "return_value", None) else result.metrics  # local mode: returned
     print(f"test accuracy {final['test_acc']:.4f}  mean class accuracy {final['test_mean_class_acc']:.4f}  "
           f"polarity accuracy {final['test_polarity_acc']:.4f}")
 

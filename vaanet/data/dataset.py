@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .frames import check_format, open_frames
+from .frames import check_format, open_frames, open_mfcc
 from .ingest import MANIFEST_FILE, load_index
 from .sampling import aligned_audio_indices, crop_origin, reference_audio_indices, snippet_indices
 from .splits import check_disjoint, load_split
@@ -111,7 +111,7 @@ class VideoEmotionDataset(Dataset):
             out["crop"] = torch.tensor([y0, x0, H, W])
             out["flip"] = torch.tensor(flip)
         if self.audio:
-            mfcc = np.load(self.cache / row["mfcc_file"], mmap_mode="r")
+            mfcc = open_mfcc(self.cache / row["mfcc_file"])
             if s.audio_alignment == "aligned":
                 aidx = aligned_audio_indices(len(mfcc), centres, self.mfcc_fps, s.audio_frames)
             else:

@@ -212,3 +212,19 @@ class JpegFrames:
         out, inverse = self._decode_unique(key[0], None, key[1:])
         out = (out if inverse is None else out[inverse]).cpu().numpy()
         return out[0] if scalar else out
+
+
+def open_mfcc(path: str | Path) -> np.ndarray:
+    """A video's cached MFCCs, float [frames, n_mfcc] (memory-mapped); a missing, truncated or corrupt
+    file raises :class:`FrameCacheError` naming the file and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise FrameCacheError(f"MFCC file {path} is missing; {_redo(path)}")
+    try:
+        mfcc = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FrameCacheError(f"MFCC file {path} is truncated or corrupt ({e}); {_redo(path)}") from None
+    if mfcc.ndim != 2 or mfcc.dtype.kind != "f":
+        raise FrameCacheError(f"MFCC file {path} is not float [frames, n_mfcc] ({mfcc.dtype} {mfcc.shape}); "
+                              f"{_redo(path)}")
+    return mfcc

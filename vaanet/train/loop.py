@@ -37,6 +37,7 @@ from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
 from ..models.vaanet import build_model, feature_size
 from .metrics import attention_metrics, classification_metrics, predict
+from ..faults import hold
 from .tracking import Tracker, code_version, git_commit
 
 STATE, BEST = "state.pt", "best_model.pt"
@@ -44,6 +45,11 @@ STATE, BEST = "state.pt", "best_model.pt"
 
 class InjectedFailure(RuntimeError):
     """Raised once at ``run.fail_at_epoch`` to test recovery."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Training was stopped from outside (a Tune scheduler, the study's Ctrl-C): the run ends KILLED and a
+    rerun resumes it from its latest checkpoint."""
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -61,13 +67,29 @@ def is_deterministic(error: BaseException) -> bool:
 
 
 # ---- where the loop runs: Ray Train worker or this process ------------------------------------------
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint of a run folder, whichever way it was written: ``checkpoints/last`` (this
+    process, Ray Train's local mode) or Ray Train's ``checkpoint_<time>`` folders (workers). A run
+    therefore resumes whether it is rerun with one worker or several."""
+    found = [f for f in [out_dir / "checkpoints" / "last", *out_dir.glob("checkpoint_*")] if (f / STATE).is_file()]
+    return max(found, key=lambda f: (f / STATE).stat().st_mtime) if found else None
+
+
 class LocalSession:
-    """Without Ray: the latest checkpoint is copied to ``<run>/checkpoints/last``."""
+    """In this process (``vaanet train``, or Ray Train's local mode inside a Tune trial): the latest
+    checkpoint is copied to ``<run>/checkpoints/last``. ``on_report(metrics, done)`` receives each
+    epoch's report (a Tune trial turns them into results); once ``stop`` (a threading.Event) is set,
+    training ends with :class:`Stopped` within one batch."""
 
     rank, world_size = 0, 1
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, on_report=None, stop=None):
         self.root = out_dir / "checkpoints"
+        self.on_report, self.stop = on_report, stop
+
+    def poll(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped("stopped by Ray Tune (a scheduler, or the study was interrupted); a rerun resumes")
 
     @property
     def device(self) -> torch.device:
@@ -78,23 +100,28 @@ class LocalSession:
 
     @contextmanager
     def checkpoint(self):
-        last = self.root / "last"
-        yield last if (last / STATE).exists() else None
+        yield latest_checkpoint(self.root.parent)
 
-    def report(self, metrics: dict, folder: Path | None) -> None:
-        if folder is None:
-            return
-        tmp = self.root / ".last.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(folder, tmp)
-        shutil.rmtree(self.root / "last", ignore_errors=True)
-        tmp.rename(self.root / "last")
+    def report(self, metrics: dict, folder: Path | None, done: bool = False) -> None:
+        if folder is not None:
+            tmp = self.root / ".last.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(folder, tmp)
+            shutil.rmtree(self.root / "last", ignore_errors=True)
+            tmp.rename(self.root / "last")
+        if self.on_report is not None:
+            self.on_report(metrics, done)
+        if not done:  # after the final report the run is FINISHED: nothing to stop
+            self.poll()
 
 
 class RaySession:
-    def __init__(self):
+    """In Ray Train workers: Ray Train keeps the checkpoints (``<run>/checkpoint_<time>``)."""
+
+    def __init__(self, out_dir: Path):
         import ray.train
 
+        self.out_dir = out_dir
         self.ctx = ray.train.get_context()
         self.rank, self.world_size = self.ctx.get_world_rank(), self.ctx.get_world_size()
 
@@ -114,13 +141,16 @@ class RaySession:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            yield None
+        if ckpt is None:  # none of Ray Train's own: the run may have been started in a single process
+            yield latest_checkpoint(self.out_dir)  # the run folder: storage every worker reads
         else:
             with ckpt.as_directory() as d:
                 yield Path(d)
 
-    def report(self, metrics: dict, folder: Path | None) -> None:
+    def poll(self) -> None:  # Ray Train stops its workers itself
+        pass
+
+    def report(self, metrics: dict, folder: Path | None, done: bool = False) -> None:
         import ray.train
 
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None and self.rank == 0 else None
@@ -277,11 +307,12 @@ def run_tags(cfg: Config) -> dict[str, str]:
 
 # ---- the loop ---------------------------------------------------------------------------------------
 def train_fn(config: dict) -> dict:
-    """Train one configuration. ``config = {"cfg": Config.to_dict(), "out_dir": str, "ray": bool}``."""
+    """Train one configuration. ``config = {"cfg": Config.to_dict(), "out_dir": str, "ray": bool}``; without
+    Ray Train workers (``ray`` false), optionally the :class:`LocalSession` hooks ``on_report`` and ``stop``."""
     cfg = Config.from_dict(config["cfg"])
     cfg.check_files()
     out_dir = Path(config["out_dir"])
-    session = RaySession() if config.get("ray") else LocalSession(out_dir)
+    session = RaySession(out_dir) if config.get("ray") else LocalSession(out_dir, config.get("on_report"), config.get("stop"))
     rank, world = session.rank, session.world_size
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -322,9 +353,8 @@ def train_fn(config: dict) -> dict:
         params_flat = {**cfg.flat(), "code_version": code_version(), "workers": world, "device": device.type,
                        **{f"prepare.{k}": v for k, v in _prepare_manifest(cfg).items()}}
         tags = run_tags(cfg)
-        if config.get("ray"):
-            import ray
-
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():  # a Ray Train worker, or a Tune trial in local mode
             tags["ray_node_id"] = ray.get_runtime_context().get_node_id()
         tracker.start(params_flat, tags)
         tracker.log_split(cfg.data.split, cfg.data.cache)
@@ -340,7 +370,7 @@ def train_fn(config: dict) -> dict:
     try:
         return _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device,
                                amp, start_epoch, history, best, best_weights, tracker, out_dir, log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also Stopped
         tracker.finish("KILLED")  # a rerun continues this MLflow run from the last checkpoint
         raise
     except BaseException:
@@ -364,6 +394,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
         batches = iter(loaders["train"])
         steps = -(-len(loaders["train"]) // accumulate)
         for step in _progress(range(steps), steps, rank == 0):
+            session.poll()
             group = list(itertools.islice(batches, accumulate))
             total = sum(len(b["label"]) for b in group)
             optimizer.zero_grad(set_to_none=True)
@@ -384,6 +415,8 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
                 correct += (logits.detach().argmax(1) == target).sum()
                 seen += len(target)
             optimizer.step()
+            if step == 0:
+                hold(f"epoch{epoch + 1}", session.poll)  # fault injection (tests only)
         val_pred = _gather(predict(model, loaders["val"], device, amp), world)
         val = classification_metrics(val_pred["probs"], val_pred["labels"], classes)
         val_loss = float(PCCELoss(classes, lam=cfg.optim.effective_lambda)(
@@ -414,6 +447,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
     # ---- test: the selected model, once ----
     m = model.module if hasattr(model, "module") else model
     m.load_state_dict(best_weights)
+    hold("test", session.poll)
     pred = _gather(predict(model, loaders["test"], device, amp), world)
     test = classification_metrics(pred["probs"], pred["labels"], classes)
     truth = pd.read_csv(cfg.data.truth, dtype={"video_id": str}) if cfg.data.truth else None
@@ -433,6 +467,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
         tracker.finish("FINISHED")
+    hold("final")
     _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, tracker, cfg, out_dir,
                            {**final, "val_acc": best["val_acc"]}, final, True)
     return final
@@ -486,7 +521,7 @@ def _checkpoint_and_report(session, model, optimizer, epoch, history, best, trac
                         "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
             if final is not None:  # the selected model travels with the last checkpoint too
                 shutil.copy(out_dir / BEST, folder / BEST)
-        session.report(metrics, folder)
+        session.report(metrics, folder, done=final is not None)
     if session.rank == 0:  # only the best of the latest checkpoint can be needed again
         for path in (out_dir / "best").glob("epoch_*.pt"):
             if path != _best_path(out_dir, best["epoch"]):
@@ -501,4 +536,4 @@ def fit_local(cfg: Config, out_dir: str | Path | None = None) -> dict:
     return train_fn({"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": False})
 
 
-__all__ = ["train_fn", "fit_local", "InjectedFailure", "NonFiniteLoss", "run_tags"]
+__all__ = ["train_fn", "fit_local", "InjectedFailure", "NonFiniteLoss", "Stopped", "run_tags"]

@@ -1,9 +1,10 @@
 """Ray Train driver: one configuration on ``workers`` Ray Train workers (DDP when more than one).
 
 Thin glue: a TorchTrainer over :func:`vaanet.train.loop.train_fn`, CheckpointConfig keeping the latest
-checkpoint (the loop keeps the selected weights itself), FailureConfig for retries. Rerunning with the same
-``run.output`` / ``run.name`` resumes from the latest checkpoint (Ray Train restores the run from its
-storage folder).
+checkpoint (the loop keeps the selected weights itself), FailureConfig for retries. A single worker on
+this machine (and every single-worker study trial) uses Ray Train's local mode, ``num_workers=0``: the
+train function runs in the calling process and the run folder keeps its checkpoints. Rerunning with the
+same ``run.output`` / ``run.name`` resumes from the latest checkpoint, whichever mode wrote it.
 """
 from __future__ import annotations
 
@@ -34,20 +35,27 @@ def resolve_paths(cfg: Config) -> Config:
 
 
 def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: float = 1.0, max_failures: int = 1,
-                 callbacks=None):
-    """The TorchTrainer for one run (also used by the Tune studies)."""
+                 callbacks=None, local_hooks: dict | None = None):
+    """The TorchTrainer for one run (also used by the Tune studies). ``workers=0`` is Ray Train's local
+    mode: the train function runs in the calling process, which holds the resources itself; the run
+    folder keeps its checkpoints (``<run>/checkpoints/last``) and ``local_hooks`` (``on_report``,
+    ``stop``: see :class:`vaanet.train.loop.LocalSession`) connect it to a Tune trial."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = resolve_paths(cfg)
     out_dir = Path(cfg.run.output) / cfg.run.name
-    resources = {"CPU": cpus_per_worker}
-    if gpus:
-        resources["GPU"] = gpus / workers
+    if workers == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        loop_config, scaling = {"ray": False, **(local_hooks or {})}, ScalingConfig(num_workers=0)
+    else:
+        resources = {"CPU": cpus_per_worker, **({"GPU": gpus / workers} if gpus else {})}
+        loop_config = {"ray": True}
+        scaling = ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources)
     return TorchTrainer(
         train_fn,
-        train_loop_config={"cfg": cfg.to_dict(), "out_dir": str(out_dir), "ray": True},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        train_loop_config={"cfg": cfg.to_dict(), "out_dir": str(out_dir), **loop_config},
+        scaling_config=scaling,
         run_config=RunConfig(
             name=cfg.run.name, storage_path=cfg.run.output,
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest; the selected weights: <run>/best
@@ -59,9 +67,17 @@ def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
 
 def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: float = 1.0, max_failures: int = 1,
                  address: str | None = None):
-    """Train one configuration through Ray Train; returns the ray.train.Result."""
+    """Train one configuration through Ray Train; returns the ray.train.Result. One worker on this machine
+    runs in Ray Train's local mode (this process: no Ray start, no worker group); more workers, or a
+    cluster's address, run on Ray Train workers. Either way the run folder resumes."""
+    import os
+
     import ray
 
+    if workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS")):
+        cfg = resolve_paths(cfg)
+        ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
+        return make_trainer(cfg, workers=0).fit()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")

@@ -129,6 +129,7 @@ class Tracker:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.enabled, self.run_id, self.lost, self.log = enabled, run_id, None, log
         self.client, self.new_run, self.lost_at = None, False, 0.0
+        self.logged: set[tuple[str, int]] = set()  # (metric, step) MLflow already holds from a killed attempt
         self.retry_s = float(os.environ.get("VAANET_TRACKING_RETRY_S", "30"))
         self.sent: dict = {"params": {}, "tags": {}, "artifacts": [], "status": None}  # to re-send after an outage
         if not enabled:
@@ -151,12 +152,22 @@ class Tracker:
             self._lose(e)
 
     def resume_at(self, step: int) -> None:
-        """Forget local metric lines after ``step`` (an epoch logged but killed before its checkpoint)."""
+        """Resuming after ``step``: forget the local metric lines after it (epochs logged, then killed before
+        their checkpoint), and never send MLflow a second value for a step it already has (the resumed
+        run recomputes those epochs; with deterministic training, to the same values)."""
         path = self.out_dir / "metrics.jsonl"
-        if self.enabled and path.is_file():
-            lines = [line for line in path.read_text().splitlines()
-                     if line.strip() and (json.loads(line).get("step") or 0) <= step]
-            path.write_text("".join(line + "\n" for line in lines))
+        if not (self.enabled and path.is_file()):
+            return
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(json.dumps(d) + "\n" for d in lines if (d.get("step") or 0) <= step))
+        keys = {k for d in lines if (d.get("step") or 0) > step for k in d if k != "step"}
+        if keys and self.active:
+            try:
+                for key in keys:
+                    self.logged |= {(key, m.step) for m in self.client.get_metric_history(self.run_id, key)
+                                    if m.step > step}
+            except Exception as e:  # noqa: BLE001
+                self._lose(e)
 
     def running(self) -> None:
         """(Re)open the run: a resumed run is RUNNING while it trains."""
@@ -224,7 +235,7 @@ class Tracker:
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **finite}) + "\n")
         ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, step) for k, v in finite.items()]
+        batch = [Metric(k, v, ts, step) for k, v in finite.items() if (k, step) not in self.logged]
         for i in range(0, len(batch), 200):
             self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
 

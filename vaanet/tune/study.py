@@ -2,9 +2,9 @@
 
 A :class:`Study` is a name, the paper tables it fills, and a grid of configuration overrides (e.g.
 ``{"model.preset": "VS"}``). :func:`run_study` crosses the grid with the splits and seeds, and runs each
-point as one Ray Tune trial: a function trainable that builds a Ray Train ``TorchTrainer`` for that
-configuration and fits it with ``TuneReportCallback`` (the Train-in-Tune pattern of Ray 2.60). Every trial
-is one MLflow run in the study's experiment, tagged with study, table and grid point.
+point as one Ray Tune trial (:mod:`vaanet.tune.trial`: Ray Train's local mode in the trial's own process
+for one worker, a ``TorchTrainer`` with ``TuneReportCallback`` for DDP). Every trial is one MLflow run in
+the study's experiment, tagged with study, table and grid point.
 
 Before anything is prepared or started, the driver checks the whole request (the config of every grid
 point, flags against ``--set``, keys the study owns) and compares it with the study's own plain-JSON
@@ -31,10 +31,11 @@ from typing import Any
 import pandas as pd
 
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
-from ..train.loop import is_deterministic
 from ..train.ray_train import make_trainer, resolve_paths
 from ..train.tracking import ensure_experiment, git_commit, replay_pending, run_id_of
+from ..faults import hold
 from .progress import StudyProgress
+from .trial import ERROR_FILE, first_line, trainable
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -205,53 +206,8 @@ def _check_trusted(folder: Path) -> None:
                              "whatever it holds. --output must be trusted storage; fix the permissions or start over")
 
 
-# ---- the trial ---------------------------------------------------------------------------------------
+# ---- the trials ------------------------------------------------------------------------------------
 DONE = ("ok", "stopped")  # a trial trained to the end, or was stopped early by the scheduler (a search)
-ERROR_FILE = "error.txt"  # in a run folder: why its last attempt failed for good
-
-
-def trial(config: dict) -> None:
-    """One Tune trial = one Ray Train run of one configuration. ``config["point"]`` is a grid point; a
-    search algorithm instead samples ``config["search"]`` (overrides), turned into a point here. An
-    error that a retry cannot fix is written to the run folder and the trial ends without a retry."""
-    from ray.train import TrainingFailedError
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    if "search" in config:
-        from ray import tune
-
-        overrides = {k.replace("__", "."): v for k, v in config["search"].items()}
-        name = f"search_{tune.get_context().get_trial_id()}"
-        config = {**config, "point": {"name": name, "overrides": {**config["fixed"], **overrides, "run.name": name},
-                                      "tags": {**config["tags"], "row": name}}}
-    cfg = Config.from_dict(config["base"])
-    cfg = with_overrides(cfg, config["point"]["overrides"])
-    cfg = replace(cfg, run=replace(cfg.run, tags={**cfg.run.tags, **config["point"]["tags"]}))
-    folder = Path(cfg.run.output) / cfg.run.name
-    (folder / ERROR_FILE).unlink(missing_ok=True)
-    r = config["resources"]
-    # Train does not retry (max_failures=0): attempts are counted once, by Tune
-    trainer = make_trainer(cfg, workers=r["workers"], gpus=r["gpus"], cpus_per_worker=r["cpus_per_worker"],
-                           max_failures=0, callbacks=[TuneReportCallback()])
-    try:
-        error = trainer.fit().error
-    except TrainingFailedError as e:
-        error = e
-    if error is None:
-        return
-    if is_deterministic(error):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).write_text(_first_line(error))
-        return
-    raise error
-
-
-def _first_line(error: BaseException) -> str:
-    causes = getattr(error, "worker_failures", None) or {}
-    err = next(iter(causes.values()), error)
-    err = getattr(err, "cause", None) or err
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
 def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int], experiment: str,
@@ -425,6 +381,10 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are kept; rerun the same command with --resume to continue",
+              file=sys.stderr)
+        sys.exit(130)
     sys.exit(int((~frame["status"].isin(DONE)).any() or not frame.attrs.get("reported", True)))
 
 
@@ -438,6 +398,8 @@ def _start_ray(args) -> None:
     # processes inherit this environment; a variable already set by the user wins):
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # notice a finished run sooner (2 s)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # each worker print reached the log twice
+    if not args.verbose:  # Tune's own console output (its configuration box, "View detailed results")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     if not address:  # no spot instances on a local machine: no preemption watcher actor per run
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
@@ -446,11 +408,26 @@ def _start_ray(args) -> None:
              runtime_env={"env_vars": env} if env else None)
 
 
+def _stop_ray() -> None:
+    """The trials are over: a local Ray goes before the report, so that an interrupted report (Ctrl-C
+    reaches Ray's processes too) leaves nothing waiting on them."""
+    import signal
+
+    import ray
+
+    ray.shutdown()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Tune's handler outlives fit(): Ctrl-C works again
+
+
 def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     """Run (or resume, or just report) the study; returns one row per trial with its status."""
     from ray import tune
 
     start = time.time()
+    if not args.verbose:  # "Creating initial MLflow database tables..." of a new store
+        import logging
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     base, replaced = _base_config(study, args)  # a wrong request fails here, before data or Ray
     experiment = base.run.experiment
     for key, value in replaced.items():
@@ -512,8 +489,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         progress = StudyProgress(len(points), len(points) - len(todo), concurrent, verbose=args.verbose)
         results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
                          f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
-        errors = {r.config["point"]["name"]: _first_line(r.error) for r in results
+        errors = {r.config["point"]["name"]: first_line(r.error) for r in results
                   if r.error is not None and r.config and "point" in r.config}
+        _stop_ray()
         frame = results_frame(points, train_root, errors)
         _close_leftovers(base.run.mlflow_uri, train_root, frame)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -524,7 +502,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     print(table.to_string(index=False))
     failed = frame[frame["status"] != "ok"]
     if len(failed):
-        print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}", file=sys.stderr)
+        print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}; rerun the same "
+              "command with --resume to train them (finished trials are kept)", file=sys.stderr)
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
     frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir) and \
@@ -548,13 +527,12 @@ def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name:
     from ray import tune
 
     resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker)
-    # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. It asks for 1 MB
-    # of memory and no CPU: a CPU share per driver would fragment the nodes so that no Train worker fits
-    # (on 2 CPUs, two trials holding 0.01 each leave no whole CPU: every trial waits forever).
-    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 1e6})
+    tune_config = tune_config or tune.TuneConfig(max_concurrent_trials=concurrent)
+    if args.workers_per_trial <= 1:
+        tune_config.reuse_actors = True  # a single-worker trial's process serves the next one
     return tune.Tuner(
-        trainable, param_space={"base": base.to_dict(), "resources": resources, **space},
-        tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=concurrent),
+        trainable(resources), param_space={"base": base.to_dict(), "resources": resources, **space},
+        tune_config=tune_config,
         run_config=tune.RunConfig(name=name, storage_path=str(output), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures), verbose=0),
     )
@@ -584,8 +562,9 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
     if state is not None and tune.Tuner.can_restore(str(path)):
         _check_trusted(path)
         print(f"resuming search {experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(trial, {"CPU": 0, "memory": 1e6}),
-                                   resume_errored=True)
+        resources = dict(workers=args.workers_per_trial, gpus=args.gpus_per_trial,
+                         cpus_per_worker=args.cpus_per_worker)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable(resources), resume_errored=True)
     else:
         space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
         fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": seed}
@@ -599,6 +578,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
         tuner = _tuner(args, base, {"fixed": fixed, "tags": tags, "search": space}, concurrent, output, "search",
                        tune_config, callbacks=[StudyProgress(args.samples, 0, concurrent, verbose=args.verbose)])
     results = tuner.fit()
+    _stop_ray()
     train_root = Path(base.run.output)
     rows = []
     for r in results:
@@ -638,6 +618,7 @@ def _write_reports(experiment: str, uri: str, report_dir: Path) -> bool:
         from analysis.report import write_reports
     except ImportError:
         return True
+    hold("report")  # fault injection (tests only)
     try:
         # the study printed its own table: of the report, only its warnings and where it went
         write_reports(experiment, uri, report_dir, log=lambda line: line.startswith(("WARNING", "wrote")) and print(line))

@@ -1,0 +1,159 @@
+"""Kills (issue 14): a run or a study killed at each phase, by Ctrl-C (SIGINT to the process group, as a
+terminal sends it) or SIGKILL of the whole process group, then rerun as a user would. After the rerun:
+exactly one FINISHED MLflow run per grid point, nothing left RUNNING, metrics identical to an
+uninterrupted run, and (for a study) the same table.
+
+The moment of the kill is exact: ``VAANET_HOLD=<phase>:<file>`` (vaanet/faults.py) makes the process
+that reaches the phase write the file and wait there to be killed."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import mlflow_store, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32", "data.audio_frames=8",
+        "optim.batch_size=4", "model.attention_style=reference", "run.threads=1", "run.checkpoint_every=1"]
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
+FINAL_KEYS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_epoch", "best_val_acc")
+
+
+def _kill_at(cmd: list[str], cwd: Path, phase: str, sig: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Start ``cmd`` in its own process group, wait until it holds at ``phase``, send ``sig`` to the group."""
+    marker = cwd / f"hold-{phase}"
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "VAANET_HOLD": f"{phase}:{marker}"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.communicate(timeout=30)[0] if proc.poll() is not None else "(still running)"
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"never reached phase {phase}:\n{out[-3000:]}")
+        time.sleep(0.1)
+    time.sleep(0.3)  # the marker is written: the process is inside the phase
+    os.killpg(proc.pid, SIGNALS[sig])
+    try:
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        try:  # nothing of the killed command may outlive it (Ray's processes share its group)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def _rerun(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    env.pop("VAANET_HOLD", None)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=420)
+
+
+def _runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id]) if exp else [])
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+# ---- a single run: `vaanet train` -------------------------------------------------------------------
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth_root, synth_cache, tmp_path,
+                                                                      reference_run):
+    """One run killed four times, each rerun killed at the next phase: epoch1 (before the first
+    checkpoint), epoch2 (mid-epoch after one), test (during the test evaluation), final (test results
+    logged and the MLflow run FINISHED, final checkpoint not yet written); then rerun to the end."""
+    ref_cfg, ref_final, ref_dir = reference_run
+    cfg = tiny_config(synth_root, synth_cache, tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    cmd = [sys.executable, "-m", "vaanet.cli", "train", "--config", str(config)]
+    for phase in ("epoch1", "epoch2", "test", "final"):
+        killed = _kill_at(cmd, tmp_path, phase, sig)
+        assert killed.returncode != 0
+        _, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
+        assert len(runs) == 1, (phase, [(r.info.run_id, r.info.status) for r in runs])  # never doubled
+        if sig == "SIGINT":  # Ctrl-C ends the run KILLED at once; a SIGKILL-ed one is closed by the rerun
+            assert runs[0].info.status == "KILLED", (phase, killed.stdout[-2000:])
+
+    rerun = _rerun(cmd, tmp_path)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    folder = Path(cfg.run.output) / cfg.run.name
+    final = json.loads((folder / "final_metrics.json").read_text())
+    assert {k: final[k] for k in FINAL_KEYS} == {k: ref_final[k] for k in FINAL_KEYS}
+    client, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
+    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.run_id, r.info.status) for r in runs]
+    ref_client, (ref_run,) = _runs(ref_cfg.run.mlflow_uri, ref_cfg.run.experiment)
+    for key in ("val_acc", "train_loss", "test_acc"):  # every epoch logged once, with the uninterrupted value
+        assert _history(client, runs[0].info.run_id, key) == _history(ref_client, ref_run.info.run_id, key), key
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in line]
+    assert steps == [1, 2, 3]
+
+
+# ---- a study: experiments/main_comparison.py, 1 row x 1 split ------------------------------------------
+def _study_cmd(synth_root, synth_cache, tmp_path) -> list[str]:
+    return [sys.executable, str(REPO / "experiments" / "main_comparison.py"), "--dataset", "synth",
+            "--data-root", str(synth_root), "--cache", str(synth_cache), "--splits", "1", "--epochs", "3",
+            "--mlflow-uri", mlflow_store(tmp_path / "tracking.db"), "--output", str(tmp_path / "runs"),
+            *[x for s in TINY for x in ("--set", s)]]
+
+
+def _table_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
+
+
+@pytest.fixture(scope="module")
+def reference_study(synth_root, synth_cache, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref_study")
+    r = _rerun(_study_cmd(synth_root, synth_cache, tmp), tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trial = next((tmp / "runs" / "main_comparison-synth" / "train").iterdir())
+    return _table_line(r.stdout), json.loads((trial / "final_metrics.json").read_text())
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_study_killed_at_every_phase_resumes_to_the_uninterrupted_table(sig, synth_root, synth_cache, tmp_path,
+                                                                        reference_study):
+    """One study killed four times, each rerun (--resume) killed at the next phase: epoch1, epoch2, test
+    (in the trial) and report (in the driver, the trials done); then resumed to the end."""
+    ref_line, ref_final = reference_study
+    cmd = _study_cmd(synth_root, synth_cache, tmp_path) + ["--resume"]
+    uri = mlflow_store(tmp_path / "tracking.db")
+    for phase in ("epoch1", "epoch2", "test", "report"):
+        killed = _kill_at(cmd, tmp_path, phase, sig)
+        assert killed.returncode != 0
+        assert "NoneType" not in killed.stdout and "were not written" not in killed.stdout, killed.stdout[-3000:]
+        if sig == "SIGINT":  # Ctrl-C: what is done is reported, and how to go on
+            assert "--resume" in killed.stdout and "Traceback" not in killed.stdout, killed.stdout[-3000:]
+        _, runs = _runs(uri, "main_comparison-synth")
+        trials = [r for r in runs if r.data.tags.get("role") != "study"]
+        assert len(trials) == 1 and len(runs) == 2, (phase, [(r.info.run_name, r.info.status) for r in runs])
+
+    rerun = _rerun(cmd, tmp_path)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert _table_line(rerun.stdout) == ref_line  # the same table: n 1, missing 0, the same numbers
+    trial = tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
+    final = json.loads((trial / "final_metrics.json").read_text())
+    assert {k: final[k] for k in FINAL_KEYS} == {k: ref_final[k] for k in FINAL_KEYS}
+    client, runs = _runs(uri, "main_comparison-synth")
+    trials = [r for r in runs if r.data.tags.get("role") != "study"]
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    assert [r.info.status for r in trials] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in trials]
+    assert [r.info.status for r in parents] == ["FINISHED"]
+    assert trials[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert [s for s, _ in _history(client, trials[0].info.run_id, "val_acc")] == [1, 2, 3]
+    assert (tmp_path / "runs" / "main_comparison-synth" / "reports" / "table1_synth.tex").is_file()
