@@ -95,7 +95,8 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     client = MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
     (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
-    assert f"runs/{parent.info.run_id}" in r.stdout  # the link printed at the end
+    assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in r.stdout  # the link: training-runs view
+    assert "2 trials = 1 rows (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s) (0)" in parent.data.tags["mlflow.note.content"]
     assert parent.data.metrics["acc.VS-VCW-VT-AT"] >= 0 and "mlflow.note.content" in parent.data.tags
     reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports

@@ -24,7 +24,7 @@ def test_torch_trainer_recovers_and_matches_local_run(local_ray, reference_run, 
 
     _, local_final, _ = reference_run
     cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"run.fail_at_epoch": 1, "run.name": "ray-run"})
-    result = fit_with_ray(cfg, workers=1, max_failures=1)
+    result = fit_with_ray(cfg, workers=1, max_failures=1, local=False)  # a Ray Train worker, not local mode
     assert result.error is None
     assert result.metrics["test_acc"] == local_final["test_acc"]
     assert {k: v for k, v in result.metrics.items() if k != "val_acc"} == local_final

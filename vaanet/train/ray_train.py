@@ -66,15 +66,19 @@ def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
 
 
 def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: float = 1.0, max_failures: int = 1,
-                 address: str | None = None):
+                 address: str | None = None, local: bool | None = None):
     """Train one configuration through Ray Train; returns the ray.train.Result. One worker on this machine
     runs in Ray Train's local mode (this process: no Ray start, no worker group); more workers, or a
-    cluster's address, run on Ray Train workers. Either way the run folder resumes."""
+    cluster's address, run on Ray Train workers (``local=False`` forces workers: Ray Train then retries a
+    failed worker ``max_failures`` times; in local mode a rerun resumes instead). Either way the run folder
+    resumes."""
     import os
 
     import ray
 
-    if workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS")):
+    if local is None:
+        local = workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS"))
+    if local:
         cfg = resolve_paths(cfg)
         ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
         return make_trainer(cfg, workers=0).fit()

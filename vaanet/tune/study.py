@@ -305,7 +305,7 @@ def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
 
 # ---- MLflow: one parent run per study, holding its arguments, summary, tables and figures ------------
 def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, state: dict | None,
-                n_points: int) -> str:
+                n_points: int, n_splits: int) -> str:
     """The study's parent run (created once, its id kept in study.json; RUNNING while the study runs)."""
     import getpass
 
@@ -320,9 +320,12 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
         except Exception:  # noqa: BLE001 - deleted: make a new one
             pass
     rows = ["_".join(str(r[k]) for k in study.row_keys if k in r) or "run" for r in study.grid]
+    seeds = [x for x in str(args.seeds).split(",") if x]
+    grid = (f"{len(rows)} rows ({', '.join(rows)}) x {n_splits} split(s) x {len(seeds)} seed(s) ({', '.join(seeds)})"
+            if getattr(args, "search", None) != "optuna" else f"{n_points} searched configurations on 1 split")
     words = (f"{study.name} study on {args.dataset} (paper table {study.tables.get(args.dataset, '-')}): "
-             f"{n_points} trials = rows {', '.join(rows) or 'searched'} x splits x seeds {args.seeds}; "
-             f"{base.optim.epochs} epochs each. Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+             f"{n_points} trials = {grid}; {base.optim.epochs} epochs each. "
+             f"Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
     run = client.create_run(
         client.get_experiment_by_name(experiment).experiment_id, run_name=f"{study.name} study ({args.dataset})",
         tags={"role": "study", "study_name": study.name, "dataset": args.dataset, "mlflow.note.content": words,
@@ -366,7 +369,8 @@ def _ui_link(uri: str, experiment: str, parent: str) -> str:
     from mlflow.tracking import MlflowClient
 
     exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
-    path = f"#/experiments/{exp_id}/runs/{parent}"
+    # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training view
+    path = f"#/experiments/{exp_id}/runs/{parent}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{path}"
@@ -457,7 +461,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     report_dir = output / "reports"
 
     def open_parent() -> str:  # only once the request is accepted: a refused command leaves nothing open
-        parent = _parent_run(base.run.mlflow_uri, experiment, study, args, base, state, len(points) or args.samples)
+        parent = _parent_run(base.run.mlflow_uri, experiment, study, args, base, state, len(points) or args.samples,
+                             len(split_files))
         output.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"request": request, "parent_run_id": parent}, indent=1))
         return parent
