@@ -87,31 +87,50 @@ def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str =
 
 
 def attention_truth_figure(runs: pd.DataFrame, order: list[str], path: Path) -> Path | None:
+    """Learned vs uniform share (%) of temporal attention on the key segments and of spatial attention inside the
+    evidence box, per preset: mean over the preset's runs (splits), error bars = std where a preset has more
+    than one run, each bar labelled with its value; the legend sits below the axes, off the bars."""
     plt = _plt()
     ok = runs[runs["status"] == "FINISHED"]
     if "test_temporal_on_key" not in ok:
         return None
     scored = ok.dropna(subset=["test_temporal_on_key"])  # audio-only presets have no visual attention
     presets = [p for p in order if p in set(scored["preset"])]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    counts = [int((scored["preset"] == p).sum()) for p in presets]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(presets) + 4), 3.6))
     for ax, (metric, chance, title) in zip(axes, [
             ("test_temporal_on_key", "test_temporal_on_key_uniform", "temporal attention on key segments"),
             ("test_spatial_in_box", "test_spatial_in_box_uniform", "spatial attention inside the evidence box")]):
-        means = [ok.loc[ok["preset"] == p, metric].mean() * 100 for p in presets]
-        chances = [ok.loc[ok["preset"] == p, chance].mean() * 100 for p in presets]
         x = np.arange(len(presets))
-        ax.bar(x - 0.2, means, 0.4, label="learned")
-        ax.bar(x + 0.2, chances, 0.4, label="uniform", color="lightgrey")
-        ax.set_xticks(x, presets, rotation=30, ha="right", fontsize=7)
+        top = 0.0
+        for offset, column, label, colour in ((-0.2, metric, "learned", "tab:blue"),
+                                              (0.2, chance, "uniform (chance)", "lightgrey")):
+            values = [scored.loc[scored["preset"] == p, column].dropna() * 100 if column in scored else pd.Series(dtype=float)
+                      for p in presets]
+            means = np.array([v.mean() if len(v) else np.nan for v in values])
+            stds = np.array([v.std() if len(v) > 1 else np.nan for v in values])  # std over splits
+            bars = ax.bar(x + offset, means, 0.4, label=label, color=colour, edgecolor="dimgrey", linewidth=0.5,
+                          yerr=np.nan_to_num(stds), capsize=4 if np.isfinite(stds).any() else 0,
+                          error_kw=dict(elinewidth=1, ecolor="black"))
+            ax.bar_label(bars, labels=[f"{m:.1f}" + (f"\n±{sd:.1f}" if np.isfinite(sd) else "") if np.isfinite(m) else ""
+                                       for m, sd in zip(means, stds)], padding=2, fontsize=7)
+            top = max(top, np.nanmax(np.nan_to_num(means) + np.nan_to_num(stds)) if len(means) else 0.0)
+        ax.set_ylim(0, top * 1.25 if top > 0 else 1)
+        ax.set_xlim(-0.7, len(presets) - 0.3)
+        ax.set_xticks(x, [f"{p}\n(n={n})" for p, n in zip(presets, counts)], fontsize=7)
         ax.set_ylabel("share (%)")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    spread = "error bars: std over splits" if max(counts, default=0) > 1 else "one run per preset: no error bars"
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False,
+               title=f"mean over the runs (n = runs per preset); {spread}", title_fontsize=7)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return _save(fig, path)
 
 
 def run_title(checkpoint: str | Path) -> str:
-    """``run <name>, <preset>, epoch <k>`` from a checkpoint's config (not its folder name or timestamp)."""
+    """``run <name>, <preset> attention, selected at epoch <k>`` from a checkpoint's config (not its folder name or
+    timestamp). ``best_model.pt`` stores the epoch of its weights counted from 1 (as ``best_epoch``)."""
     import torch
 
     from vaanet.config import Config
@@ -120,14 +139,19 @@ def run_title(checkpoint: str | Path) -> str:
     path = path / "best_model.pt" if path.is_dir() else path
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     cfg = Config.from_dict(ckpt["config"])
-    epoch = f", epoch {ckpt['epoch'] + 1}" if "epoch" in ckpt else ""
+    epoch = f", selected at epoch {int(ckpt['epoch'])}" if "epoch" in ckpt else ""
     return f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention{epoch}"
 
 
-def figure3(checkpoint: str | Path, videos: list[str | Path], path: str | Path) -> Path:
-    """The paper's Figure 3 for several videos: frames with spatial heat maps and temporal colour cells."""
+def figure3(checkpoint: str | Path, videos: list[str | Path], path: str | Path, truth: str | Path | None = None) -> Path:
+    """The paper's Figure 3 for several videos: frames with spatial heat maps and temporal colour cells; on the
+    synthetic set (``truth``, default the run's ``data.truth``) key segments and evidence boxes. A video not in
+    the truth file is named in one line on stdout."""
     from vaanet.figures import attention_figure
     from vaanet.predict import attention_rows
 
-    rows = attention_rows(checkpoint, videos)
+    notes: list[str] = []
+    rows = attention_rows(checkpoint, videos, truth, notes)
+    for note in notes:
+        print(note)
     return attention_figure(rows, path, title=run_title(checkpoint))

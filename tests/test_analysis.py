@@ -140,7 +140,15 @@ def test_attention_figure_elements(tmp_path):
 
     fig = draw_attention(_rows(), title="run demo, VS+VCW+VT+AT attention")
     bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
-    assert len(bars) == 1 and bars[0].get_ylabel() == "spatial attention"
+    from vaanet.figures import SPATIAL_LABEL, spatial_ratio
+
+    assert len(bars) == 1 and bars[0].get_ylabel() == SPATIAL_LABEL and "× uniform" in SPATIAL_LABEL
+    rows = _rows()
+    top = max(spatial_ratio(r["spatial"]).max() for r in rows)  # honest scale: [0, largest ratio], top tick named
+    assert bars[0]._colorbar.norm.vmax == pytest.approx(top)
+    assert bars[0].get_yticklabels()[-1].get_text() == f"{top:.2f} (max)"
+    assert spatial_ratio(np.full((2, 9), 1 / 9)) == pytest.approx(np.ones((2, 9)))  # uniform = 1 in any style
+    assert spatial_ratio(np.full((2, 9), 1.0)) == pytest.approx(np.ones((2, 9)))
     wrong, right = (next(ax for ax in fig.axes if ax.get_title(loc="left").startswith(n)) for n in ("vid_1", "vid_2"))
     assert "true Joy" in wrong.get_title(loc="left") and "predicted Fear" in wrong.get_title(loc="left")
     assert wrong._left_title.get_color() == WRONG and right._left_title.get_color() == RIGHT
@@ -154,6 +162,16 @@ def test_attention_figure_elements(tmp_path):
     assert frames[0].spines["top"].get_edgecolor()[:3] != pytest.approx((0, 1, 0))
     assert [p.get_label() for p in frames[0].patches] == ["evidence box"] and not frames[4].patches
     assert fig._suptitle.get_text() == "run demo, VS+VCW+VT+AT attention"
+    # nothing overlaps: title above the first heading, each video's block (heading, frames, cells) above the next
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title_box = fig._suptitle.get_window_extent(renderer)
+    heading_1, heading_2 = (ax._left_title.get_window_extent(renderer) for ax in (wrong, right))
+    assert title_box.y0 > heading_1.y1
+    assert cells[0].get_window_extent(renderer).y0 > heading_2.y1
+    assert 0 < frames[0].get_position().y0 - cells[0].get_position().y1 < 0.03  # cell right under its frame
+    assert cells[1].texts[0].get_text() == "0.60  key" and cells[0].texts[0].get_text() == "0.10"
+    assert fig.get_size_inches()[0] >= 7
     for fmt, magic in (("pdf", b"%PDF"), ("svg", b"<?xml")):
         assert attention_figure(_rows(), tmp_path / f"f.{fmt}").read_bytes().startswith(magic)
 
@@ -190,7 +208,12 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
 
     cfg = reference_run[0]
     title = run_title(ref_tmp / "run")
-    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, epoch ")  # no folder name
+    assert title.startswith(f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention, selected at epoch ")
+    import torch
+
+    stored = torch.load(ref_tmp / "run" / "best_model.pt", map_location="cpu", weights_only=True)["epoch"]
+    best_epoch = reference_run[1]["best_epoch"]
+    assert stored == best_epoch and title.endswith(f"selected at epoch {best_epoch}")  # counted from 1, as best_epoch
     assert figure3_main([str(tmp_path / "none.mp4"), "--checkpoint", str(ref_tmp / "run")]) == 2
     # each row knows its true class (the class folder) and, on the synthetic set, its planted evidence
     import pandas as pd
@@ -206,6 +229,59 @@ def test_figure3_several_videos_from_a_checkpoint(reference_run, synth_root, tmp
         x0, y0, x1, y1 = row["box"]
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
         assert truth.loc[Path(video).stem, "box_x1"] > truth.loc[Path(video).stem, "box_x0"]
+
+
+def test_key_segments_use_the_metrics_mapping():
+    import pandas as pd
+
+    from vaanet.predict import key_segments
+    from vaanet.train.metrics import attention_metrics
+
+    row = pd.Series({"key_times": "1.062-1.594"})  # anger_000 of the synthetic set: key segment 2 of 4
+    centres = [0.25, 0.75, 1.25, 1.75]
+    assert key_segments(row, centres) == [2]
+    assert key_segments(pd.Series({"key_times": "0.000-0.500;1.500-2.000"}), centres) == [0, 3]
+    assert key_segments(pd.Series({"key_times": "1.062-1.594"}), [0.5, 1.5]) == [1]
+    assert key_segments(pd.Series({"key_times": "0.600-0.700"}), [0.5, 1.5]) == []  # no shown centre inside
+    # the same segments the attention metrics score: all temporal weight on them = 100% on key
+    truth = pd.DataFrame({"video_id": ["v"], "key_times": ["0.000-0.500;1.500-2.000"]})
+    temporal = np.zeros((1, 4))
+    temporal[0, key_segments(truth.iloc[0], centres)] = 0.5
+    m = attention_metrics({"temporal": temporal, "video_ids": ["v"], "centres": np.array([centres])}, truth)
+    assert m["temporal_on_key"] == pytest.approx(1.0) and m["temporal_on_key_uniform"] == pytest.approx(0.5)
+
+
+def test_predict_truth_option(reference_run, synth_root, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    from vaanet.cli import main as cli_main
+    from vaanet.predict import predict_video
+
+    _, _, ref_tmp = reference_run
+    truth = synth_root / "synth_truth.csv"
+    video = sorted(synth_root.glob("Joy/*.mp4"))[0]
+    other = tmp_path / "holiday.mp4"  # a video that is not in the truth file
+    shutil.copy(video, other)
+    assert cli_main(["predict", str(other), "--checkpoint", str(ref_tmp / "run"), "--figure", str(tmp_path / "o.png"),
+                     "--truth", str(truth)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "not in the truth file" in line]
+    assert notes == [f"note: holiday is not in the truth file {truth}: no key segments or evidence box drawn"]
+    assert (tmp_path / "o.png").stat().st_size > 5000
+    result = predict_video(video, ref_tmp / "run", tmp_path / "v.png", truth=truth)
+    assert "note" not in result and (tmp_path / "v.png").stat().st_size > 5000
+    assert cli_main(["predict", str(video), "--checkpoint", str(ref_tmp / "run"), "--figure", str(tmp_path / "n.png"),
+                     "--truth", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv not found" in capsys.readouterr().err
+    # figure3 marks the same truth: key segments from the row's key_times, box inside the frame
+    from vaanet.predict import attention_rows
+
+    notes = []
+    rows = attention_rows(ref_tmp / "run", [video, other], truth, notes)
+    assert len(notes) == 1 and "holiday" in notes[0] and "key_segments" not in rows[1] and "box" not in rows[1]
+    assert "key_segments" in rows[0] and "box" in rows[0]
+    assert pd.read_csv(truth, dtype={"video_id": str}).set_index("video_id").loc[video.stem, "key_times"]
 
 
 def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):

@@ -65,7 +65,7 @@ def _predict(a):
 
     figure = a.figure or f"{Path(a.video).stem}_attention.png"
     checkpoint = a.checkpoint or checkpoint_of_run(a.run, a.mlflow_uri)
-    print(format_result(predict_video(a.video, checkpoint, figure)))
+    print(format_result(predict_video(a.video, checkpoint, figure, truth=a.truth)))
 
 
 def _estimate(a):
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--run", help="an MLflow run id: its logged model, or the file its 'checkpoint' tag names")
     s.add_argument("--mlflow-uri", default=None, help="tracking URI of --run (default: sqlite:///mlflow.db here)")
     s.add_argument("--figure", default=None, help="where to write the attention figure (PNG)")
+    s.add_argument("--truth", default=None, help="synth_truth.csv of synthetic videos: draw the video's key segments "
+                   "(outlined, marked 'key') and evidence box (dashed) in the figure")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("estimate", help="FLOPs, memory, micro-batch, GPU-hours, checkpoint and cache bytes of a config")

@@ -29,6 +29,19 @@ def _ink(rgba) -> str:
     return "black" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.55 else "white"
 
 
+SPATIAL_CMAP, TEMPORAL_CMAP = "inferno", "viridis"  # perceptual: brightness follows the value
+SPATIAL_LABEL = "spatial attention (× uniform)\n1 = spread evenly over the map"
+KEY_COLOUR = "lime"
+
+
+def spatial_ratio(spatial) -> np.ndarray:
+    """Spatial attention [t, m] as a ratio to uniform: each map divided by its mean (so 1 = the weight every
+    position would get from an even spread, 2 = twice that). The model's maps sum to 1 (paper styles) or to m
+    (reference style); the ratio is the same in every style."""
+    a = np.asarray(spatial, dtype=float)
+    return a / np.clip(a.mean(-1, keepdims=True), 1e-12, None)
+
+
 def draw_attention(rows: list[dict], title: str | None = None):
     """The figure (matplotlib ``Figure``) for ``rows``, one dict per video:
 
@@ -38,6 +51,11 @@ def draw_attention(rows: list[dict], title: str | None = None):
       ``name`` of the video (without ``predicted``, the free text ``label`` heads the row);
     * on the synthetic set, optionally ``key_segments`` (indices into the t shown segments, outlined in lime
       and marked "key") and ``box`` (x0, y0, x1, y1) of the evidence as fractions of the shown frame (dashed).
+
+    Spatial maps are drawn as ratios to uniform (:func:`spatial_ratio`) on one scale [0, largest ratio in the
+    figure] (one colour bar, its top tick labelled); temporal weights are normalised to sum to 1 per video and
+    printed in the cell under their own frame. The layout is explicit (inches), so headings, frames, cells and
+    videos never overlap whatever the number of segments or videos.
     """
     import matplotlib
 
@@ -47,56 +65,88 @@ def draw_attention(rows: list[dict], title: str | None = None):
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    t = rows[0]["frames"].shape[0]
-    peaks = [float(np.max(r["spatial"])) for r in rows if r.get("spatial") is not None]
+    t, n = rows[0]["frames"].shape[0], len(rows)
+    ratios = [spatial_ratio(r["spatial"]) if r.get("spatial") is not None else None for r in rows]
+    peaks = [float(a.max()) for a in ratios if a is not None]
     snorm = Normalize(0.0, max(peaks) if peaks else 1.0)  # one scale for every heat map: one colour bar
-    fig = plt.figure(figsize=(1.6 * t + 0.9, 2.3 * len(rows) + (0.4 if title else 0)))
-    grid = fig.add_gridspec(2 * len(rows), t + 1, height_ratios=[6, 1.2] * len(rows),
-                            width_ratios=[1] * t + [0.08], hspace=0.3, wspace=0.05)
+    tnorm = Normalize(0.0, 1.0)  # temporal weights are shares of 1
+    truth = any(r.get("box") is not None or r.get("key_segments") for r in rows)
+    # layout in inches
+    P, GX, GAP, CELL, HEAD, BETWEEN = 2.0, 0.08, 0.06, 0.32, 0.34, 0.4
+    LEFT, BAR, MARGIN = 0.75, 0.14, 1.5
+    TOP = 0.36 if title else 0.08
+    BOTTOM = 0.32 if truth else 0.08
+    block = HEAD + P + GAP + CELL
+    W = LEFT + t * P + (t - 1) * GX + 0.15 + BAR + MARGIN
+    H = TOP + n * block + (n - 1) * BETWEEN + BOTTOM
+    fig = plt.figure(figsize=(W, H))
+
+    def axes(x, y_top, w, h):  # x, y from the top-left corner, in inches
+        return fig.add_axes([x / W, 1 - (y_top + h) / H, w / W, h / H])
+
+    cmap_t = plt.get_cmap(TEMPORAL_CMAP)
     for r, row in enumerate(rows):
-        frames, spatial, temporal = row["frames"], row.get("spatial"), row.get("temporal")
+        frames, spatial, temporal = row["frames"], ratios[r], row.get("temporal")
         keys = set(int(k) for k in row.get("key_segments") or ())
         S = frames.shape[1]
         weights = np.asarray(temporal if temporal is not None else np.ones(t), dtype=float)
         weights = weights / max(weights.sum(), 1e-12)
-        tnorm = Normalize(0.0, max(weights.max(), 2.0 / t))  # uniform attention = mid-scale
+        y = TOP + r * (block + BETWEEN) + HEAD
         for i in range(t):
-            ax = fig.add_subplot(grid[2 * r, i])
+            x = LEFT + i * (P + GX)
+            ax = axes(x, y, P, P)
             ax.imshow(frames[i])
             if spatial is not None:
                 side = int(round(np.sqrt(spatial.shape[1])))
-                ax.imshow(spatial[i].reshape(side, side), cmap="jet", norm=snorm, alpha=0.45,
+                ax.imshow(spatial[i].reshape(side, side), cmap=SPATIAL_CMAP, norm=snorm, alpha=0.38,
                           extent=(-0.5, S - 0.5, S - 0.5, -0.5), interpolation="bilinear")
             if row.get("box") is not None:
                 x0, y0, x1, y1 = row["box"]
                 ax.add_patch(Rectangle((x0 * S - 0.5, y0 * S - 0.5), (x1 - x0) * S, (y1 - y0) * S, fill=False,
-                                       edgecolor="white", linestyle="--", linewidth=1.2, label="evidence box"))
+                                       edgecolor="white", linestyle="--", linewidth=1.5, label="evidence box"))
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_xlim(-0.5, S - 0.5)
+            ax.set_ylim(S - 0.5, -0.5)
             if i in keys:
                 for spine in ax.spines.values():
-                    spine.set_edgecolor("lime")
-                    spine.set_linewidth(3)
+                    spine.set_edgecolor(KEY_COLOUR)
+                    spine.set_linewidth(4)
             if i == 0:
                 text, colour = _heading(row)
-                ax.set_title(text, loc="left", fontsize=8, color=colour, fontweight="bold" if colour == WRONG else None)
-            cell = fig.add_subplot(grid[2 * r + 1, i])  # this segment's temporal weight, right under its frame
-            cell.imshow([[weights[i]]], cmap="jet", norm=tnorm, aspect="auto")
+                ax.set_title(text, loc="left", fontsize=10, color=colour, pad=5,
+                             fontweight="bold" if colour == WRONG else None)
+            cell = axes(x, y + P + GAP, P, CELL)  # this segment's temporal weight, right under its frame
+            cell.imshow([[weights[i]]], cmap=cmap_t, norm=tnorm, aspect="auto")
             cell.set_xticks([])
             cell.set_yticks([])
-            cell.text(0, 0, f"{weights[i]:.2f}" + (" key" if i in keys else ""), ha="center", va="center", fontsize=7,
-                      color=_ink(plt.get_cmap("jet")(tnorm(weights[i]))), fontweight="bold" if i in keys else None)
-            ax.apply_aspect()  # the frame shrank to a square: give the cell exactly its width
-            f, c = ax.get_position(), cell.get_position()
-            cell.set_position([f.x0, c.y0, f.width, c.height])
+            cell.text(0, 0, f"{weights[i]:.2f}" + ("  key" if i in keys else ""), ha="center", va="center",
+                      fontsize=9, color=_ink(cmap_t(tnorm(weights[i]))), fontweight="bold" if i in keys else None)
+            if i in keys:
+                for spine in cell.spines.values():
+                    spine.set_edgecolor(KEY_COLOUR)
+                    spine.set_linewidth(2.5)
             if i == 0:
-                cell.set_ylabel("temporal", fontsize=6, rotation=0, ha="right", va="center")
+                cell.set_ylabel("temporal\nweight", fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
+            if i == t - 1:
+                note = (f"share of the video\n(sums to 1; uniform {1 / t:.2f})" if temporal is not None
+                        else "no temporal attention\n(uniform weights)")
+                cell.text(1.04 + (0.15 + BAR) / P, 0.5, note, transform=cell.transAxes, fontsize=7, va="center",
+                          ha="left", color="dimgrey")
     if peaks:
-        bar = fig.colorbar(ScalarMappable(snorm, "jet"), cax=fig.add_subplot(grid[0, t]))
-        bar.set_label("spatial attention", fontsize=7)
-        bar.ax.tick_params(labelsize=6)
+        top = snorm.vmax
+        cax = axes(LEFT + t * P + (t - 1) * GX + 0.15, TOP + HEAD, BAR, P)
+        bar = fig.colorbar(ScalarMappable(snorm, SPATIAL_CMAP), cax=cax)
+        ticks = [v for v in np.arange(0.0, top, 0.5 if top <= 3 else 1.0 if top <= 6 else 2.0)
+                 if top - v > 0.12 * top or v == 0]
+        bar.set_ticks(ticks + [top], labels=[f"{v:g}" for v in ticks] + [f"{top:.2f} (max)"])
+        bar.set_label(SPATIAL_LABEL, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if truth:
+        fig.text(LEFT / W, 0.1 / H, "ground truth: key segments outlined in lime and marked \"key\"; "
+                 "evidence box dashed white", fontsize=8, ha="left", va="bottom")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, x=LEFT / W, y=1 - 0.1 / H, fontsize=11, ha="left", va="top")
     return fig
 
 
@@ -107,7 +157,7 @@ def attention_figure(rows: list[dict], path: str | Path, title: str | None = Non
     fig = draw_attention(rows, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=150, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return path
 

@@ -120,22 +120,47 @@ def _infer(model, cfg: Config, ckpt: dict, video: Path):
     return torch.softmax(out.logits[0], 0).numpy(), item, out
 
 
-def _truth_overlay(truth: pd.DataFrame | None, video: Path, item: dict, crop_size: int) -> dict:
-    """Key segments (indices of the shown segments) and the evidence box (fractions of the shown crop)
-    of a synthetic video, from its ``synth_truth.csv`` row; {} for any other video."""
-    if truth is None or video.stem not in truth.index:
-        return {}
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """A ``synth_truth.csv`` indexed by video id (its path kept in ``attrs["path"]`` for messages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"truth file {path} not found; pass the synth_truth.csv written with the synthetic videos")
+    table = pd.read_csv(path, dtype={"video_id": str}).set_index("video_id")
+    table.attrs["path"] = str(path)
+    return table
+
+
+def key_segments(truth_row, centres) -> list[int]:
+    """Indices of the shown segments that are key segments of the truth: those whose snippet centre (seconds)
+    falls in one of the row's ``key_times`` intervals - the mapping the attention metrics score
+    (:func:`vaanet.train.metrics.attention_metrics`)."""
     from .train.metrics import _intervals
 
+    keys = _intervals(truth_row["key_times"])
+    return [i for i, c in enumerate(list(centres)) if any(a <= float(c) < b for a, b in keys)]
+
+
+def _truth_overlay(truth: pd.DataFrame | None, video: Path, item: dict, crop_size: int,
+                   notes: list[str] | None = None) -> dict:
+    """Key segments (indices of the shown segments) and the evidence box (fractions of the shown crop)
+    of a synthetic video, from its ``synth_truth.csv`` row; {} for any other video (with a line in ``notes``)."""
+    if truth is None:
+        return {}
+    if video.stem not in truth.index:
+        if notes is not None:
+            notes.append(f"note: {video.stem} is not in the truth file {truth.attrs.get('path', '')}: "
+                         "no key segments or evidence box drawn")
+        return {}
     row = truth.loc[video.stem]
-    keys = [i for i, c in enumerate(item["centres"].tolist()) if any(a <= c < b for a, b in _intervals(row["key_times"]))]
+    keys = key_segments(row, item["centres"].tolist())
     y0, x0, H, W = (float(v) for v in item["crop"]) if "crop" in item else (0.0, 0.0, crop_size, crop_size)
     box = [(row["box_x0"] * W - x0) / crop_size, (row["box_y0"] * H - y0) / crop_size,
            (row["box_x1"] * W - x0) / crop_size, (row["box_y1"] * H - y0) / crop_size]
     return {"key_segments": keys, "box": [min(max(v, 0.0), 1.0) for v in box]}
 
 
-def _figure_row(cfg: Config, item: dict, out, probs, video: Path, truth: pd.DataFrame | None = None) -> dict:
+def _figure_row(cfg: Config, item: dict, out, probs, video: Path, truth: pd.DataFrame | None = None,
+                notes: list[str] | None = None) -> dict:
     """One Figure 3 row (see :func:`vaanet.figures.draw_attention`): the true class is the video's class
     folder when it names one (``<root>/<Class>/<video>``)."""
     k, classes = cfg.model.frames, cfg.data.classes
@@ -144,29 +169,36 @@ def _figure_row(cfg: Config, item: dict, out, probs, video: Path, truth: pd.Data
                 spatial=out.spatial[0].numpy() if out.spatial is not None else None,
                 temporal=out.temporal[0].numpy() if out.temporal is not None else None,
                 predicted=classes[int(probs.argmax())], probability=float(probs.max()), true=true, name=video.stem,
-                **_truth_overlay(truth, video, item, cfg.model.crop_size))
+                **_truth_overlay(truth, video, item, cfg.model.crop_size, notes))
 
 
-def attention_rows(checkpoint: str | Path, videos, truth: str | Path | None = None) -> list[dict]:
+def attention_rows(checkpoint: str | Path, videos, truth: str | Path | None = None,
+                   notes: list[str] | None = None) -> list[dict]:
     """One figure row (frames, spatial and temporal attention, true and predicted class, and on the
     synthetic set its key segments and evidence box) per video. ``truth`` defaults to the training
-    run's ``data.truth`` when that file exists."""
+    run's ``data.truth`` when that file exists; a video not in it gets a line in ``notes``."""
     model, cfg, ckpt = load_checkpoint(checkpoint)
     if not cfg.model.visual:
         raise ValueError(f"{checkpoint} is an audio-only model ({cfg.model.preset}): it has no spatial attention to draw")
-    truth = truth or cfg.data.truth
-    table = (pd.read_csv(truth, dtype={"video_id": str}).set_index("video_id")
-             if truth and Path(truth).is_file() else None)
+    if truth:
+        table = read_truth(truth)
+    else:
+        table = read_truth(cfg.data.truth) if cfg.data.truth and Path(cfg.data.truth).is_file() else None
     rows = []
     for video in videos:
         probs, item, out = _infer(model, cfg, ckpt, Path(video))
-        rows.append(_figure_row(cfg, item, out, probs, Path(video), table))
+        rows.append(_figure_row(cfg, item, out, probs, Path(video), table, notes))
     return rows
 
 
-def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None) -> dict:
+def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None,
+                  truth: str | Path | None = None) -> dict:
+    """Class probabilities, prediction and polarity of ``video``; with ``figure``, its attention figure, with the
+    key segments and evidence box of ``truth`` (a ``synth_truth.csv``) drawn when the video is in it (else
+    ``result["note"]`` says it is not)."""
     model, cfg, ckpt = load_checkpoint(checkpoint)
     video = Path(video)
+    table = read_truth(truth) if truth else None
     probs, item, out = _infer(model, cfg, ckpt, video)
     classes = cfg.data.classes
     pol = polarity_vector(classes).numpy()
@@ -176,8 +208,13 @@ def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path 
         "polarity": "positive" if pol[int(probs.argmax())] == 1 else "negative",
         "p_positive": float(probs[pol == 1].sum()),
     }
-    if figure is not None and "visual" in item:
-        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, probs, video)], figure, title=video.name))
+    notes: list[str] = []
+    if figure is not None and "visual" in item:  # the row heading names the video: no separate title
+        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, probs, video, table, notes)], figure))
+    elif table is not None and video.stem not in table.index:
+        notes.append(f"note: {video.stem} is not in the truth file {table.attrs['path']}")
+    if notes:
+        result["note"] = notes[0]
     return result
 
 
@@ -188,6 +225,8 @@ def format_result(result: dict) -> str:
                  f"(P(positive) = {result['p_positive']:.3f})")
     if "figure" in result:
         lines.append(f"attention figure: {result['figure']}")
+    if "note" in result:
+        lines.append(result["note"])
     return "\n".join(lines)
 
 
