@@ -55,6 +55,9 @@ class SynthConfig:
     patch: float = 0.3  # evidence box side, as a fraction of the frame's short side
     box_region: tuple[float, float] = (0.64, 0.86)  # the box lies in this centred share of (width, height)
     distractors: int = 3  # moving label-free solid squares outside the box
+    distractor_colours: str = "between"  # "between": a second, less saturated palette; "pairs": random pair colours
+    box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
+    ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 45.0  # background brightening in key segments (0-255), the label-free key cue
     confuser: float = 0.5  # other segments: a random pair colour in the box at this strength (0 = none)
     no_audio_fraction: float = 0.0
@@ -71,6 +74,10 @@ class SynthConfig:
             raise ValueError("videos_per_class, fps and duration must be positive")
         if not 0 < self.patch < 1:
             raise ValueError(f"patch must be in (0, 1), got {self.patch}")
+        if self.distractor_colours not in ("between", "pairs"):
+            raise ValueError(f"distractor_colours must be 'between' or 'pairs', got {self.distractor_colours!r}")
+        if self.box_ring < 0:
+            raise ValueError(f"box_ring must be >= 0, got {self.box_ring}")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -100,11 +107,11 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
-            confuser):
+            confuser, distractor_colours="between", ring=0, ring_flash=0.0):
     x0, y0, side = box
     base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
-    others = palette(len(colours), distractor=True)
+    others = palette(len(colours), distractor=True) if distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
                 int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
                for _ in range(n_squares)]
@@ -121,6 +128,8 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
+        if ring:
+            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
@@ -181,7 +190,8 @@ def _make_video(job: dict) -> dict:
     x0 = lx + int(rng.integers(0, max(rw - side, 0) + 1))
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
-                     cfg.distractors, cfg.key_flash, cfg.confuser)
+                     cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
+                     cfg.ring_flash)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
