@@ -138,7 +138,7 @@ def synth_variant(pairs, variants_root: Path) -> tuple[Path, Path]:
     root = variants_root / name
     if not (root / "videos" / "synth_truth.csv").exists():
         print(f"generating {SynthConfig(**kw)} under {root} ...", flush=True)
-        generate(root / "videos", SynthConfig(**kw), workers=2)
+        generate(root / "videos", SynthConfig(**kw), workers=1)
     return root / "videos", root / "cache"
 
 
