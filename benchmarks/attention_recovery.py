@@ -10,9 +10,18 @@ sees it.
     python benchmarks/attention_recovery.py                       # paper + reference, 5 presets, 3 splits
     python benchmarks/attention_recovery.py --diagnose            # scales through eq. 2-9 at initialisation
     python benchmarks/attention_recovery.py --styles paper_literal,paper --presets VS+VCW+VT
+    python benchmarks/attention_recovery.py --select-on val       # the validation table (for choosing settings)
+    python benchmarks/attention_recovery.py --select-on test      # the test table (report only)
+    python benchmarks/attention_recovery.py --synth confuser=0.8 --set optim.epochs=8   # a variant set
+
+Settings are chosen on the validation table only: validation accuracy of the selected model and the
+attention metrics on the validation videos (computed after training from the selected weights
+best_model.pt; the truth file is read only for these metrics, never in training). Every run records
+both; ``--select-on`` picks which table is printed (``both`` prints the two).
 
 Data: the demo's set (SynthConfig() defaults, prepared like the demo) under --data-root/--cache,
-generated on first use.
+generated on first use; ``--synth KEY=VALUE`` (repeatable) generates a variant of SynthConfig under
+--variants-root/<name> instead.
 """
 from __future__ import annotations
 
@@ -107,6 +116,54 @@ def ensure_data(data_root: Path, cache: Path, n_splits: int):
     return study_data(args, n_splits)
 
 
+def synth_variant(pairs, variants_root: Path) -> tuple[Path, Path]:
+    """Generate (once) the synthetic set of SynthConfig(**pairs) under variants_root/<name>; returns
+    (data root, cache)."""
+    import ast
+    from dataclasses import fields
+
+    from vaanet.data.synth import SynthConfig, generate
+
+    types = {f.name: f.type for f in fields(SynthConfig)}
+    kw = {}
+    for pair in pairs:
+        k, v = pair.split("=", 1)
+        if k not in types:
+            raise SystemExit(f"--synth: SynthConfig has no field {k!r}")
+        try:
+            kw[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            kw[k] = v
+    name = "_".join(f"{k}={kw[k]}" for k in sorted(kw)).replace(" ", "").replace("/", "-") or "default"
+    root = variants_root / name
+    if not (root / "videos" / "synth_truth.csv").exists():
+        print(f"generating {SynthConfig(**kw)} under {root} ...", flush=True)
+        generate(root / "videos", SynthConfig(**kw), workers=1)
+    return root / "videos", root / "cache"
+
+
+@torch.no_grad()
+def validation_metrics(cfg, folder: Path) -> dict:
+    """Validation accuracy and attention-vs-truth metrics of the selected weights (best_model.pt) on the
+    split's validation videos, with the loaders the training used."""
+    import pandas as pd
+
+    from vaanet.models.vaanet import VAANet, feature_size
+    from vaanet.train.loop import _loaders
+    from vaanet.train.metrics import attention_metrics, classification_metrics, predict
+
+    state = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)
+    model = VAANet(cfg.model)
+    model.load_state_dict(state["model"])
+    loaders, _, _ = _loaders(cfg, 0, 1, False)
+    pred = predict(model, loaders["val"], torch.device("cpu"))
+    val = classification_metrics(pred["probs"], pred["labels"], cfg.data.classes)
+    truth = pd.read_csv(cfg.data.truth, dtype={"video_id": str}) if cfg.data.truth else None
+    side = feature_size(cfg.model.crop_size, cfg.model.no_max_pool) if cfg.model.visual else None
+    attn = attention_metrics(pred, truth, side, cfg.model.crop_size)
+    return {"val_acc": val["acc"], **{f"val_{k}": v for k, v in attn.items()}}
+
+
 def run_one(config: str, style: str, preset: str, cache: Path, split: Path, truth: Path, out: Path,
             overrides=(), only_finished: bool = False) -> dict | None:
     from vaanet.config import load_config
@@ -127,28 +184,30 @@ def run_one(config: str, style: str, preset: str, cache: Path, split: Path, trut
     final = fit_local(cfg, folder)
     final = {k: v for k, v in final.items() if isinstance(v, (int, float))}
     final["seconds"] = time.time() - t0
+    final.update(validation_metrics(cfg, folder))  # after the fact: not part of s/run
     result.write_text(json.dumps(final))
     return final
 
 
-def _ratio(r: dict, key: str) -> float:
-    a, u = r.get(f"test_{key}"), r.get(f"test_{key}_uniform")
+def _ratio(r: dict, key: str, subset: str = "test") -> float:
+    a, u = r.get(f"{subset}_{key}"), r.get(f"{subset}_{key}_uniform")
     return float(a / u) if a is not None and u else float("nan")
 
 
-def table(results: dict, styles, presets, chance: float) -> str:
-    lines = [f"| style | preset | accuracy (chance {chance:.3f}) | temporal on key / uniform | spatial in box / uniform "
-             f"| s/run |", "|---|---|---|---|---|---|"]
+def table(results: dict, styles, presets, chance: float, subset: str = "test") -> str:
+    lines = [f"| style | preset | {subset} accuracy (chance {chance:.3f}) | {subset} temporal on key / uniform "
+             f"| {subset} spatial in box / uniform | s/epoch | s/run |", "|---|---|---|---|---|---|---|"]
     for style in styles:
         for preset in presets:
-            rs = results.get((style, preset), [])
+            rs = [r for r in results.get((style, preset), []) if f"{subset}_acc" in r]
             if not rs:
                 continue
-            acc = np.array([r["test_acc"] for r in rs])
-            tk = np.array([_ratio(r, "temporal_on_key") for r in rs])
-            sb = np.array([_ratio(r, "spatial_in_box") for r in rs])
+            acc = np.array([r[f"{subset}_acc"] for r in rs])
+            tk = np.array([_ratio(r, "temporal_on_key", subset) for r in rs])
+            sb = np.array([_ratio(r, "spatial_in_box", subset) for r in rs])
             fmt = lambda v: "-" if np.all(np.isnan(v)) else f"{np.nanmean(v):.2f} ± {np.nanstd(v):.2f}"  # noqa: E731
             lines.append(f"| {style} | {preset} | {acc.mean():.3f} ± {acc.std():.3f} | {fmt(tk)} | {fmt(sb)} "
+                         f"| {np.mean([r['seconds'] / r['epochs'] for r in rs]):.1f} "
                          f"| {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(lines)
 
@@ -166,6 +225,11 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--diagnose", action="store_true", help="only print the scales at initialisation")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs already finished")
+    p.add_argument("--select-on", choices=("val", "test", "both"), default="both",
+                   help="which table to print: val (for choosing settings), test (report only), both")
+    p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
+                   help="generate and use a variant of the synthetic set (SynthConfig field); repeatable")
+    p.add_argument("--variants-root", default="data/synth_variants")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     styles = [s for s in a.styles.split(",") if s]
@@ -173,7 +237,10 @@ def main(argv=None) -> None:
         diagnose(a.config, styles)
         return
     presets = [s for s in a.presets.split(",") if s]
-    cache, splits, truth = ensure_data(Path(a.data_root), Path(a.cache), a.splits)
+    data_root, cache = Path(a.data_root), Path(a.cache)
+    if a.synth:
+        data_root, cache = synth_variant(a.synth, Path(a.variants_root))
+    cache, splits, truth = ensure_data(data_root, cache, a.splits)
     if a.only_split is not None:
         splits = [splits[a.only_split]]
     out = Path(a.out).resolve()
@@ -187,14 +254,20 @@ def main(argv=None) -> None:
                 if r is None:
                     continue
                 results.setdefault((style, preset), []).append(r)
-                print(f"[{time.time() - t0:6.0f} s] {style:<14} {preset:<13} {split.stem}: acc {r['test_acc']:.3f} "
-                      f"temporal/uniform {_ratio(r, 'temporal_on_key'):.2f} spatial/uniform "
-                      f"{_ratio(r, 'spatial_in_box'):.2f} ({r['seconds']:.0f} s)", flush=True)
+                line = f"[{time.time() - t0:6.0f} s] {style:<14} {preset:<13} {split.stem}:"
+                for subset in (("val", "test") if a.select_on == "both" else (a.select_on,)):
+                    if f"{subset}_acc" in r:
+                        line += (f" {subset} acc {r[f'{subset}_acc']:.3f} temporal/uniform "
+                                 f"{_ratio(r, 'temporal_on_key', subset):.2f} spatial/uniform "
+                                 f"{_ratio(r, 'spatial_in_box', subset):.2f};")
+                print(line + f" ({r['seconds']:.0f} s, best epoch {r.get('best_epoch')})", flush=True)
     from vaanet.config import load_config
 
     chance = 1.0 / load_config(a.config).model.num_classes
-    print()
-    print(table(results, styles, presets, chance))
+    for subset in (("val", "test") if a.select_on == "both" else (a.select_on,)):
+        print()
+        print(f"{subset} ({'settings are chosen on this table' if subset == 'val' else 'report only; not used to choose'}):")
+        print(table(results, styles, presets, chance, subset))
 
 
 if __name__ == "__main__":

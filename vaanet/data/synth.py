@@ -9,12 +9,17 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   polarity share a colour: a polarity-consistent pair), so vision alone can reach at most 1/2.
 * Everything else carries no class information: the background (grey, random tint, noise), moving
   squares in a second, less saturated palette drawn independently of the label, and in the other
-  segments the box shows a random pair colour blended with the background (``confuser``). Uniform
-  temporal pooling mixes the key segment with label-free look-alikes; uniform spatial pooling mixes
-  the patch with the background and the label-free squares.
+  segments the box shows a random pair colour (``confuser``: at full strength by default, so a non-key
+  segment looks like a key segment with a wrong colour). Uniform temporal pooling mixes the key segment
+  with label-free look-alikes; uniform spatial pooling mixes the patch with the background and the
+  label-free squares.
 * Key segments are marked by a cue that carries no class information (the background brightens by
-  ``key_flash``, and the patch is at full strength), so temporal attention can find them without
-  knowing the class.
+  ``key_flash``; with ``confuser < 1`` the patch is also at full strength only there), so temporal
+  attention can find them without knowing the class.
+* Optional (off by default; measured in docs/attention.md, not adopted): ``distractor_colours="pairs"``
+  draws the moving squares in random pair colours, ``box_ring`` draws a label-free dark ring around the
+  box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
+  ``confuser_tint`` tints the other segments' background towards a random pair colour.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -55,8 +60,12 @@ class SynthConfig:
     patch: float = 0.3  # evidence box side, as a fraction of the frame's short side
     box_region: tuple[float, float] = (0.64, 0.86)  # the box lies in this centred share of (width, height)
     distractors: int = 3  # moving label-free solid squares outside the box
-    key_flash: float = 45.0  # background brightening in key segments (0-255), the label-free key cue
-    confuser: float = 0.5  # other segments: a random pair colour in the box at this strength (0 = none)
+    distractor_colours: str = "between"  # "between": a second, less saturated palette; "pairs": random pair colours
+    box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
+    ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
+    key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
+    confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
+    confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
     no_audio_fraction: float = 0.0
     audio_snr_db: float = 6.0  # tone power over noise power in key segments
     noise: float = 6.0  # std of per-pixel noise (0-255 scale)
@@ -71,6 +80,10 @@ class SynthConfig:
             raise ValueError("videos_per_class, fps and duration must be positive")
         if not 0 < self.patch < 1:
             raise ValueError(f"patch must be in (0, 1), got {self.patch}")
+        if self.distractor_colours not in ("between", "pairs"):
+            raise ValueError(f"distractor_colours must be 'between' or 'pairs', got {self.distractor_colours!r}")
+        if self.box_ring < 0:
+            raise ValueError(f"box_ring must be >= 0, got {self.box_ring}")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -100,11 +113,11 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
-            confuser):
+            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0):
     x0, y0, side = box
     base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
-    others = palette(len(colours), distractor=True)
+    others = palette(len(colours), distractor=True) if distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
                 int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
                for _ in range(n_squares)]
@@ -114,13 +127,18 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     patch_colour = {s: colours[pair] if s in keys else
                     confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
                     for s in range(int(seg_of_frame.max()) + 1)}
+    # other segments: the background tinted towards a random pair colour (label-free, drawn after the box's)
+    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and s not in keys else 0.0)
+             for s in range(int(seg_of_frame.max()) + 1)}
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
-        img = background + (flash if s in keys else 0.0)
+        img = background + (flash if s in keys else 0.0) + tints[s]
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
+        if ring:
+            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
@@ -181,7 +199,8 @@ def _make_video(job: dict) -> dict:
     x0 = lx + int(rng.integers(0, max(rw - side, 0) + 1))
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
-                     cfg.distractors, cfg.key_flash, cfg.confuser)
+                     cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
+                     cfg.ring_flash, cfg.confuser_tint)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
