@@ -103,6 +103,13 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
     truth = None
     if dataset == "synth":
         root = Path(args.data_root or "data/synth/videos").resolve()
+        if args.data_root is None and args.cache is None and _stale_synth(root):
+            import shutil
+
+            print(f"the synthetic set under {root.parent} was generated with other settings than this vaanet's "
+                  "(synth_config.txt); generating it again", flush=True)
+            shutil.rmtree(root)
+            shutil.rmtree(cache, ignore_errors=True)
         if not (root / "synth_truth.csv").exists():
             from ..data.synth import generate
 
@@ -132,6 +139,30 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
                     val_fraction=0.2 if dataset == "synth" else 0.1)
         files = sorted(split_dir.glob("split_*.csv"))
     return cache, files[:n_splits], truth
+
+
+def _stale_synth(root: Path) -> bool:
+    """The demo's synthetic set was made by another version's defaults (its results would not be this
+    version's demo)."""
+    from dataclasses import asdict
+
+    made = root / "synth_config.txt"
+    return made.is_file() and made.read_text().strip() != repr(asdict(demo_synth_config()))
+
+
+def data_digest(cache: Path, split_files: list[Path], truth: Path | None) -> str:
+    """What the trials read, in one hash: the cache's index, the split files and (synthetic set) how it was
+    generated and its ground truth. A study rerun on other data is a changed request, never the old table."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [cache / "index.csv", *split_files]
+    if truth is not None:
+        files += [truth, truth.parent / "synth_config.txt"]
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ---- the request: everything checked in the driver, before data or Ray -----------------------------
@@ -449,9 +480,11 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     search = getattr(args, "search", None) == "optuna"
     points = [] if search else _points(study, args.dataset, split_files, seeds, experiment, replaced)
     request = _request(study, args, base, points)
+    request["data_digest"] = data_digest(cache, split_files, truth)
     state_file = output / "study.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if state is not None:
+        state["request"].setdefault("data_digest", request["data_digest"])  # a study.json of before the digest
         diff = _differences(state["request"], request)
         if diff:
             raise ValueError(f"{state_file} holds a study started with other settings ({'; '.join(diff[:6])}"
