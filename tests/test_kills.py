@@ -85,6 +85,7 @@ def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth
         killed = _kill_at(cmd, tmp_path, phase, sig)
         assert killed.returncode != 0
         _, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
+        print(f"run   {sig:7} at {phase:7}: exit {killed.returncode:4}, MLflow runs {[r.info.status for r in runs]}")
         assert len(runs) == 1, (phase, [(r.info.run_id, r.info.status) for r in runs])  # never doubled
         if sig == "SIGINT":  # Ctrl-C ends the run KILLED at once; a SIGKILL-ed one is closed by the rerun
             assert runs[0].info.status == "KILLED", (phase, killed.stdout[-2000:])
@@ -92,6 +93,7 @@ def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth
     rerun = _rerun(cmd, tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     folder = Path(cfg.run.output) / cfg.run.name
+    print(f"run   {sig:7} rerun     : exit {rerun.returncode:4}, {rerun.stdout.splitlines()[-1]}")
     final = json.loads((folder / "final_metrics.json").read_text())
     assert {k: final[k] for k in FINAL_KEYS} == {k: ref_final[k] for k in FINAL_KEYS}
     client, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
@@ -141,10 +143,14 @@ def test_study_killed_at_every_phase_resumes_to_the_uninterrupted_table(sig, syn
             assert "--resume" in killed.stdout and "Traceback" not in killed.stdout, killed.stdout[-3000:]
         _, runs = _runs(uri, "main_comparison-synth")
         trials = [r for r in runs if r.data.tags.get("role") != "study"]
+        print(f"study {sig:7} at {phase:7}: exit {killed.returncode:4}, MLflow trial runs "
+              f"{[r.info.status for r in trials]}, parent {[r.info.status for r in runs if r not in trials]}")
         assert len(trials) == 1 and len(runs) == 2, (phase, [(r.info.run_name, r.info.status) for r in runs])
 
     rerun = _rerun(cmd, tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    print(f"study {sig:7} rerun     : exit {rerun.returncode:4}, table: {_table_line(rerun.stdout)}")
+    print(f"study uninterrupted     :            table: {ref_line}")
     assert _table_line(rerun.stdout) == ref_line  # the same table: n 1, missing 0, the same numbers
     trial = tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
     final = json.loads((trial / "final_metrics.json").read_text())

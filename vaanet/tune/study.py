@@ -293,11 +293,15 @@ def results_frame(points: list[dict], train_root: Path, errors: dict[str, str] |
     return pd.DataFrame(rows)
 
 
+ATTENTION_TRUTH = {"temporal_on_key": "temporal_x_uniform", "spatial_in_box": "spatial_x_uniform"}
+
+
 def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """Mean ± std over splits and seeds of the test metrics, one row per grid row."""
+    """Mean ± std over splits and seeds of the test metrics, one row per grid row: accuracies in %, and
+    on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
+    (1.00 = no better than uniform)."""
     ok = frame[frame["status"] == "ok"]
-    cols = ["test_acc", "test_mean_class_acc", "test_polarity_acc"] + [
-        c for c in ("test_temporal_on_key", "test_spatial_in_box") if c in ok]
+    cols = ["test_acc", "test_mean_class_acc", "test_polarity_acc"]
     out = []
     for row in study.grid:
         name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
@@ -305,11 +309,39 @@ def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
         cells = {"row": name, "n": len(part), "missing": int((frame["row"] == name).sum() - len(part))}
         for c in cols:
             vals = part[c].astype(float) * 100 if c in part else pd.Series(dtype=float)
-            vals = vals.dropna()
-            cells[c.removeprefix("test_")] = (f"{vals.mean():.1f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.1f}"
-                                              if len(vals) else "—")
+            cells[c.removeprefix("test_")] = _mean_std(vals.dropna(), 1)
+        for metric, column in ATTENTION_TRUTH.items():
+            if f"test_{metric}" in ok:
+                ratio = part[f"test_{metric}"].astype(float) / part[f"test_{metric}_uniform"].astype(float)
+                cells[column] = _mean_std(ratio.dropna(), 2)
         out.append(cells)
     return pd.DataFrame(out)
+
+
+def _mean_std(vals: pd.Series, digits: int) -> str:
+    if not len(vals):
+        return "—"
+    return f"{vals.mean():.{digits}f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.{digits}f}"
+
+
+def attention_verdict(table: pd.DataFrame, target: float = 2.0) -> str | None:
+    """One line: did the attentions find the planted evidence (mean ratio to uniform >= ``target`` in
+    every row that has that attention)? None when the table has no attention-vs-truth columns."""
+    checks = []
+    for column, attention, what in (("temporal_x_uniform", "VT", "temporal attention on the key segments"),
+                                    ("spatial_x_uniform", "VS", "spatial attention in the evidence box")):
+        if column not in table:
+            continue
+        rows = [(r["row"], float(r[column].split("±")[0])) for _, r in table.iterrows()
+                if attention in str(r["row"]).split("+") and "±" in str(r[column])]
+        if rows:
+            low = min(ratio for _, ratio in rows)
+            checks.append((low >= target, f"{what} {', '.join(f'{n} {v:.2f}x' for n, v in rows)} uniform"))
+    if not checks:
+        return None
+    verdict = "RECOVERED" if all(ok for ok, _ in checks) else "NOT recovered"
+    return (f"planted evidence {verdict} (target: >= {target:g}x uniform in every row with that attention): "
+            + "; ".join(f"{text} ({'met' if ok else 'not met'})" for ok, text in checks))
 
 
 def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
@@ -538,6 +570,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std over {len(split_files)} split(s) x "
           f"{len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
     print(table.to_string(index=False))
+    verdict = attention_verdict(table)
+    if verdict:
+        print(verdict)
     failed = frame[frame["status"] != "ok"]
     if len(failed):
         print(f"WARNING: {len(failed)} trials failed or are missing: {failed['run.name'].tolist()}; rerun the same "
