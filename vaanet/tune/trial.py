@@ -68,13 +68,11 @@ class LocalTrial(tune.Trainable):
         self.cfg, self.folder = trial_config(config, self.trial_id)
         self.reports: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
-        trainer = make_trainer(self.cfg, workers=0, max_failures=0, local_hooks={
-            "on_report": lambda metrics, done: self.reports.put(("report", metrics, done)),
-            "stop": self.stop_event})
+        hooks = {"on_report": lambda metrics, done: self.reports.put(("report", metrics, done)), "stop": self.stop_event}
 
         def fit() -> None:
-            try:
-                trainer.fit()
+            try:  # every error, even one building the trainer, is judged in step(): retry or give up
+                make_trainer(self.cfg, workers=0, max_failures=0, local_hooks=hooks).fit()
                 self.reports.put(("end", None, True))
             except BaseException as e:  # noqa: BLE001 - handed to step(), in Tune's thread
                 self.reports.put(("error", e, True))
