@@ -579,8 +579,15 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
               "command with --resume to train them (finished trials are kept)", file=sys.stderr)
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
-    frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir) and \
-        frame.attrs.get("reported", True)
+    try:
+        frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir) and \
+            frame.attrs.get("reported", True)
+    except KeyboardInterrupt:  # Ctrl-C during the report: the study's parent run ends KILLED, not RUNNING
+        if parent:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(base.run.mlflow_uri).set_terminated(parent, "KILLED")
+        raise
     if parent:
         _finish_parent(base.run.mlflow_uri, experiment, parent, table, frame, report_dir)
     return frame
