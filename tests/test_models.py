@@ -182,3 +182,26 @@ def test_audio_imagenet_weights_load_except_conv1(tmp_path):
     torch.save({"something": torch.zeros(3)}, path)
     with pytest.raises(CheckpointError, match="resnet18-imagenet.pth does not match"):
         load_audio_pretrained(audio, path)
+
+
+def test_audio_width_scales_the_audio_stream(tmp_path):
+    """model.audio_width narrows every stage of the audio ResNet-18 (the CPU demo uses 0.25); ImageNet
+    weights fit width 1 only, and a narrow network refuses them with the setting in the message."""
+    from torchvision.models import resnet18
+
+    narrow = AudioResNet18(0.25)
+    assert narrow.out_channels == 128
+    assert narrow.net.layer4[1].conv2.weight.shape == (128, 128, 3, 3)
+    assert narrow(torch.randn(3, 1, 16, 13)).shape == (3, 128)
+    full = sum(p.numel() for p in AudioResNet18().parameters())
+    assert sum(p.numel() for p in narrow.parameters()) < full / 10
+    cfg = ModelConfig.from_preset("VS+VCW+VT+AT", depth=10, width=0.125, audio_width=0.25, segments=2, frames=2,
+                                  crop_size=32)
+    out = VAANet(cfg)(torch.randint(0, 255, (2, 2, 3, 2, 32, 32)), torch.randn(2, 2, 1, 16, 13))
+    assert out.logits.shape == (2, 8)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match="audio_width=1"):
+        load_audio_pretrained(narrow, path)
+    with pytest.raises(ValueError, match="audio_width must be > 0"):
+        ModelConfig(audio_width=0)

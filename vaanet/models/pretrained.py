@@ -132,5 +132,5 @@ def load_audio_pretrained(audio: nn.Module, path: str | Path) -> None:
     state = {"net." + k.removeprefix("module."): v for k, v in state.items()}
     _check_and_load(
         audio, state, path, skip=("net.conv1.", "net.fc."),
-        hint="Expected torchvision's resnet18 ImageNet state_dict (resnet18-*.pth).",
+        hint="Expected torchvision's resnet18 ImageNet state_dict (resnet18-*.pth), which fits model.audio_width=1 only.",
     )

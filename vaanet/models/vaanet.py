@@ -49,6 +49,7 @@ class ModelConfig:
     # visual backbone (Hara 3D ResNet)
     depth: int = 101
     width: float = 1.0
+    audio_width: float = 1.0  # audio ResNet-18 channels x this (the paper: 1)
     shortcut: str = "B"
     conv1_t_size: int = 7
     conv1_t_stride: int = 1
@@ -90,8 +91,9 @@ class ModelConfig:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_classes < 2:
             errors.append(f"num_classes must be >= 2, got {self.num_classes}")
-        if not self.width > 0:
-            errors.append(f"width must be > 0, got {self.width}")
+        for name in ("width", "audio_width"):
+            if not getattr(self, name) > 0:
+                errors.append(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.visual and (self.spatial_attention or self.channel_attention or self.temporal_attention):
             errors.append("visual attentions need visual=True")
         if not self.audio and self.audio_attention:
@@ -184,8 +186,8 @@ class VAANet(nn.Module):
                 self.visual_temporal = TemporalAttention(n, t, style)
             embed += n
         if cfg.audio:
-            self.audio_backbone = AudioResNet18()
-            n_a = AudioResNet18.out_channels
+            self.audio_backbone = AudioResNet18(cfg.audio_width)
+            n_a = self.audio_backbone.out_channels
             if style == "reference":  # Linear 512 -> 256 + BN + tanh
                 self.audio_reduce = nn.Sequential(nn.Linear(n_a, n_a // 2, bias=False), nn.BatchNorm1d(n_a // 2), nn.Tanh())
                 n_a //= 2
