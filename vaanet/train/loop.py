@@ -140,10 +140,13 @@ class RaySession:
     def checkpoint(self):
         import ray.train
 
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:  # none of Ray Train's own: the run may have been started in a single process
-            yield latest_checkpoint(self.out_dir)  # the run folder: storage every worker reads
-        else:
+        # the run folder is storage every worker reads; its newest checkpoint wins, whichever mode wrote it
+        # (a run continued in one process after Ray Train's last checkpoint has a newer checkpoints/last)
+        local = latest_checkpoint(self.out_dir)
+        ckpt = ray.train.get_checkpoint() if local is None else None
+        if ckpt is None:
+            yield local
+        else:  # Ray Train's checkpoint in storage other than the run folder
             with ckpt.as_directory() as d:
                 yield Path(d)
 

@@ -78,13 +78,10 @@ def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
 
     if local is None:
         local = workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS"))
-    if local:
-        cfg = resolve_paths(cfg)
-        ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
-        return make_trainer(cfg, workers=0).fit()
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+    if not local and not ray.is_initialized():
+        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     cfg = resolve_paths(cfg)
     ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
+    if local:
+        return make_trainer(cfg, workers=0).fit()
     return make_trainer(cfg, workers, gpus, cpus_per_worker, max_failures).fit()

@@ -33,6 +33,7 @@ class StudyProgress(Callback):
         self.running: dict[str, float] = {}  # trial name -> start time
         self.finished: list[float] = []  # durations of the trials finished in this run
         self.failed = 0
+        self.reported: set[str] = set()  # trials whose test result was printed (on_trial_complete skips them)
         self.best: dict[str, float] = {}  # row -> best validation accuracy so far
 
     @staticmethod
@@ -81,11 +82,11 @@ class StudyProgress(Callback):
             self.finished.append(time.time() - self.running.pop(name, self.start))
             self._print(self._line(f"[{name}] test acc {result['test_acc']:.3f} polarity "
                                    f"{result['test_polarity_acc']:.3f}"))
-            self.reported = getattr(self, "reported", set()) | {name}
+            self.reported.add(name)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         name = self._name(trial)[0]
-        if name in getattr(self, "reported", set()):
+        if name in self.reported:
             return
         started = self.running.pop(name, self.start)
         self.finished.append(time.time() - started)
