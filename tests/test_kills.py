@@ -1,5 +1,7 @@
 """Kills (issue 14): a run or a study killed at each phase, by Ctrl-C (SIGINT to the process group, as a
-terminal sends it) or SIGKILL of the whole process group, then rerun as a user would. After the rerun:
+terminal sends it) or SIGKILL of the whole process group, then rerun as a user would. The signals
+alternate along each chain, and the two chains alternate the other way round, so that every (signal,
+phase) pair is hit once, by a run or by a study. After the rerun:
 exactly one FINISHED MLflow run per grid point, nothing left RUNNING, metrics identical to an
 uninterrupted run, and (for a study) the same table.
 
@@ -70,8 +72,11 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 # ---- a single run: `vaanet train` -------------------------------------------------------------------
-@pytest.mark.parametrize("sig", SIGNALS)
-def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth_root, synth_cache, tmp_path,
+RUN_CHAIN = (("epoch1", "SIGINT"), ("epoch2", "SIGKILL"), ("test", "SIGINT"), ("final", "SIGKILL"))
+STUDY_CHAIN = (("epoch1", "SIGKILL"), ("epoch2", "SIGINT"), ("test", "SIGKILL"), ("report", "SIGINT"))
+
+
+def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(synth_root, synth_cache, tmp_path,
                                                                       reference_run):
     """One run killed four times, each rerun killed at the next phase: epoch1 (before the first
     checkpoint), epoch2 (mid-epoch after one), test (during the test evaluation), final (test results
@@ -81,7 +86,7 @@ def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     cmd = [sys.executable, "-m", "vaanet.cli", "train", "--config", str(config)]
-    for phase in ("epoch1", "epoch2", "test", "final"):
+    for phase, sig in RUN_CHAIN:
         killed = _kill_at(cmd, tmp_path, phase, sig)
         assert killed.returncode != 0
         _, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
@@ -93,7 +98,7 @@ def test_run_killed_at_every_phase_reruns_to_the_uninterrupted_result(sig, synth
     rerun = _rerun(cmd, tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     folder = Path(cfg.run.output) / cfg.run.name
-    print(f"run   {sig:7} rerun     : exit {rerun.returncode:4}, {rerun.stdout.splitlines()[-1]}")
+    print(f"run           rerun     : exit {rerun.returncode:4}, {rerun.stdout.splitlines()[-1]}")
     final = json.loads((folder / "final_metrics.json").read_text())
     assert {k: final[k] for k in FINAL_KEYS} == {k: ref_final[k] for k in FINAL_KEYS}
     client, runs = _runs(cfg.run.mlflow_uri, cfg.run.experiment)
@@ -127,15 +132,14 @@ def reference_study(synth_root, synth_cache, tmp_path_factory):
     return _table_line(r.stdout), json.loads((trial / "final_metrics.json").read_text())
 
 
-@pytest.mark.parametrize("sig", SIGNALS)
-def test_study_killed_at_every_phase_resumes_to_the_uninterrupted_table(sig, synth_root, synth_cache, tmp_path,
+def test_study_killed_at_every_phase_resumes_to_the_uninterrupted_table(synth_root, synth_cache, tmp_path,
                                                                         reference_study):
     """One study killed four times, each rerun (--resume) killed at the next phase: epoch1, epoch2, test
     (in the trial) and report (in the driver, the trials done); then resumed to the end."""
     ref_line, ref_final = reference_study
     cmd = _study_cmd(synth_root, synth_cache, tmp_path) + ["--resume"]
     uri = mlflow_store(tmp_path / "tracking.db")
-    for phase in ("epoch1", "epoch2", "test", "report"):
+    for phase, sig in STUDY_CHAIN:
         killed = _kill_at(cmd, tmp_path, phase, sig)
         assert killed.returncode != 0
         assert "NoneType" not in killed.stdout and "were not written" not in killed.stdout, killed.stdout[-3000:]
@@ -151,7 +155,7 @@ def test_study_killed_at_every_phase_resumes_to_the_uninterrupted_table(sig, syn
 
     rerun = _rerun(cmd, tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    print(f"study {sig:7} rerun     : exit {rerun.returncode:4}, table: {_table_line(rerun.stdout)}")
+    print(f"study         rerun     : exit {rerun.returncode:4}, table: {_table_line(rerun.stdout)}")
     print(f"study uninterrupted     :            table: {ref_line}")
     assert _table_line(rerun.stdout) == ref_line  # the same table: n 1, missing 0, the same numbers
     trial = tmp_path / "runs" / "main_comparison-synth" / "train" / "VS-VCW-VT-AT_split_00_seed0"
