@@ -97,7 +97,10 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
     assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in r.stdout  # the link: training-runs view
     assert "2 trials = 1 rows (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s) (0)" in parent.data.tags["mlflow.note.content"]
-    assert parent.data.metrics["acc.VS-VCW-VT-AT"] >= 0 and "mlflow.note.content" in parent.data.tags
+    # the summary in the children's names and units: the mean of their test_acc (a fraction), unrounded
+    assert parent.data.metrics["test_acc/VS-VCW-VT-AT"] == pytest.approx(
+        sum(x.data.metrics["test_acc"] for x in finished) / 2)
+    assert "test_acc/VS-VCW-VT-AT/std" in parent.data.metrics and "mlflow.note.content" in parent.data.tags
     reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports
     assert client.get_experiment_by_name("main_comparison-synth").tags["mlflow.experimentKind"] == \
@@ -214,7 +217,7 @@ def test_data_digest_changes_with_what_the_trials_read(synth_root, synth_cache, 
 def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     import pandas as pd
 
-    from vaanet.tune.study import Study, attention_verdict, summary_table
+    from vaanet.tune.study import Study, attention_verdict, summary_stats, summary_table
 
     study = Study(name="ablation", tables={}, grid=[{"model.preset": p} for p in ("AT", "VS", "VS+VCW+VT")])
     rows = []
@@ -222,12 +225,23 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
         rows.append({"row": preset, "status": "ok", "test_acc": 0.5, "test_mean_class_acc": 0.5,
                      "test_polarity_acc": 0.9, "test_temporal_on_key": temporal, "test_temporal_on_key_uniform": 0.25,
                      "test_spatial_in_box": spatial, "test_spatial_in_box_uniform": 0.25})
-    table = summary_table(pd.DataFrame(rows), study).set_index("row")
+    frame = pd.DataFrame(rows)
+    stats = summary_stats(frame, study)
+    table = summary_table(frame, study, stats).set_index("row")
     assert table.loc["VS", "spatial_x_uniform"] == "2.20 ± 0.28" and table.loc["VS", "temporal_x_uniform"] == "1.00 ± 0.00"
     assert table.loc["VS+VCW+VT", "temporal_x_uniform"] == "2.40 ± 0.00" and table.loc["AT", "spatial_x_uniform"] == "—"
-    verdict = attention_verdict(table.reset_index())
+    assert table.loc["VS", "acc"] == "50.0 ± 0.0" and table.loc["VS", "n"] == 2
+    acc = stats.set_index(["row", "metric"]).loc[("VS", "test_acc")]
+    assert acc["mean"] == 0.5 and acc["n"] == 2  # the trials' own unit (a fraction), unrounded
+    verdict = attention_verdict(stats)
     assert verdict.startswith("planted evidence NOT recovered")  # VS+VCW+VT's spatial attention is 1.2x
     assert "VS+VCW+VT 2.40x uniform (met)" in verdict and "VS+VCW+VT 1.20x uniform (not met)" in verdict
-    only_vs = attention_verdict(table.reset_index().query("row != 'VS+VCW+VT'"))
+    only_vs = attention_verdict(stats[stats["row"] != "VS+VCW+VT"])
     assert only_vs.startswith("planted evidence RECOVERED") and "temporal" not in only_vs  # no row with VT
-    assert attention_verdict(table.reset_index().drop(columns=["temporal_x_uniform", "spatial_x_uniform"])) is None
+    assert attention_verdict(stats[~stats["metric"].str.endswith("_x_uniform")]) is None
+    # judged unrounded: 1.996x is printed as 2.00 but is not >= 2
+    frame.loc[frame["row"] == "VS+VCW+VT", "test_spatial_in_box"] = 0.499
+    frame.loc[frame["row"] == "VS+VCW+VT", "test_temporal_on_key"] = 0.499
+    stats = summary_stats(frame[frame["row"] != "VS"], study)
+    assert summary_table(frame, study, stats).set_index("row").loc["VS+VCW+VT", "spatial_x_uniform"] == "2.00 ± 0.00"
+    assert attention_verdict(stats).startswith("planted evidence NOT recovered")

@@ -296,44 +296,63 @@ def results_frame(points: list[dict], train_root: Path, errors: dict[str, str] |
 ATTENTION_TRUTH = {"temporal_on_key": "temporal_x_uniform", "spatial_in_box": "spatial_x_uniform"}
 
 
-def summary_table(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """Mean ± std over splits and seeds of the test metrics, one row per grid row: accuracies in %, and
-    on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
-    (1.00 = no better than uniform)."""
+ACCURACIES = ("test_acc", "test_mean_class_acc", "test_polarity_acc")
+
+
+def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The study's numbers, one line per (grid row, metric): mean, std (ddof 1; 0 for a single run) and n over
+    the finished trials (splits x seeds), in the trials' own units: accuracies as fractions (the trials'
+    ``test_acc``...), and on the synthetic set the attention mass on the planted evidence as a ratio to
+    uniform attention (``temporal_x_uniform``, ``spatial_x_uniform``; 1.00 = no better than uniform).
+    The console table, the parent run's metrics and the verdict all read these, never a rounded cell."""
     ok = frame[frame["status"] == "ok"]
-    cols = ["test_acc", "test_mean_class_acc", "test_polarity_acc"]
     out = []
     for row in study.grid:
         name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
         part = ok[ok["row"] == name]
-        cells = {"row": name, "n": len(part), "missing": int((frame["row"] == name).sum() - len(part))}
-        for c in cols:
-            vals = part[c].astype(float) * 100 if c in part else pd.Series(dtype=float)
-            cells[c.removeprefix("test_")] = _mean_std(vals.dropna(), 1)
+        values = {c: part[c].astype(float) if c in part else pd.Series(dtype=float) for c in ACCURACIES}
         for metric, column in ATTENTION_TRUTH.items():
             if f"test_{metric}" in ok:
-                ratio = part[f"test_{metric}"].astype(float) / part[f"test_{metric}_uniform"].astype(float)
-                cells[column] = _mean_std(ratio.dropna(), 2)
+                values[column] = part[f"test_{metric}"].astype(float) / part[f"test_{metric}_uniform"].astype(float)
+        for metric, vals in values.items():
+            vals = vals.dropna()
+            out.append({"row": name, "metric": metric, "n": len(vals), "trials": len(part),
+                        "missing": int((frame["row"] == name).sum() - len(part)),
+                        "mean": vals.mean() if len(vals) else float("nan"),
+                        "std": (vals.std(ddof=1) if len(vals) > 1 else 0.0) if len(vals) else float("nan")})
+    return pd.DataFrame(out, columns=["row", "metric", "n", "trials", "missing", "mean", "std"])
+
+
+def summary_table(frame: pd.DataFrame, study: Study, stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean ± std over splits and seeds of the test metrics, one row per grid row: accuracies in %, and
+    on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
+    (1.00 = no better than uniform)."""
+    stats = summary_stats(frame, study) if stats is None else stats
+    out = []
+    for name, part in stats.groupby("row", sort=False):
+        cells = {"row": name, "n": int(part["trials"].iloc[0]), "missing": int(part["missing"].iloc[0])}
+        for _, m in part.iterrows():
+            percent = m["metric"] in ACCURACIES
+            column = m["metric"].removeprefix("test_")
+            cells[column] = _mean_std(m["mean"] * (100 if percent else 1), m["std"] * (100 if percent else 1),
+                                      m["n"], 1 if percent else 2)
         out.append(cells)
     return pd.DataFrame(out)
 
 
-def _mean_std(vals: pd.Series, digits: int) -> str:
-    if not len(vals):
-        return "—"
-    return f"{vals.mean():.{digits}f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.{digits}f}"
+def _mean_std(mean: float, std: float, n: int, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—"
 
 
-def attention_verdict(table: pd.DataFrame, target: float = 2.0) -> str | None:
+def attention_verdict(stats: pd.DataFrame, target: float = 2.0) -> str | None:
     """One line: did the attentions find the planted evidence (mean ratio to uniform >= ``target`` in
-    every row that has that attention)? None when the table has no attention-vs-truth columns."""
+    every row that has that attention)? Judged on :func:`summary_stats` (unrounded); None when the study
+    has no attention-vs-truth metrics."""
     checks = []
     for column, attention, what in (("temporal_x_uniform", "VT", "temporal attention on the key segments"),
                                     ("spatial_x_uniform", "VS", "spatial attention in the evidence box")):
-        if column not in table:
-            continue
-        rows = [(r["row"], float(r[column].split("±")[0])) for _, r in table.iterrows()
-                if attention in str(r["row"]).split("+") and "±" in str(r[column])]
+        part = stats[(stats["metric"] == column) & (stats["n"] > 0)]
+        rows = [(r["row"], float(r["mean"])) for _, r in part.iterrows() if attention in str(r["row"]).split("+")]
         if rows:
             low = min(ratio for _, ratio in rows)
             checks.append((low >= target, f"{what} {', '.join(f'{n} {v:.2f}x' for n, v in rows)} uniform"))
@@ -402,9 +421,10 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
     return run.info.run_id
 
 
-def _close_parent(uri: str, parent: str, table: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
+def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
                   reported: bool) -> str:
-    """Summary metrics (``<metric>.<row>``, in %), the reports as artifacts, and the study's status."""
+    """Summary metrics ``<metric>/<row>`` and ``<metric>/<row>/std`` (unrounded, in the trials' units: the
+    same ``test_acc`` as each child run, a fraction), the reports as artifacts, and the study's status."""
     import re
 
     from mlflow.entities import Metric
@@ -412,12 +432,9 @@ def _close_parent(uri: str, parent: str, table: pd.DataFrame, frame: pd.DataFram
 
     client = MlflowClient(uri)
     ts, metrics = int(time.time() * 1000), []
-    for _, row in table.iterrows():
-        for col, cell in row.items():
-            if isinstance(cell, str) and "±" in cell:
-                name = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{col}.{row['row']}")
-                metrics += [Metric(name, float(cell.split("±")[0]), ts, 0),
-                            Metric(f"{name}.std", float(cell.split("±")[1]), ts, 0)]
+    for _, m in (stats[stats["n"] > 0] if len(stats) else stats).iterrows():
+        name = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{m['metric']}/{m['row']}")  # MLflow: no '+' in a name
+        metrics += [Metric(name, float(m["mean"]), ts, 0), Metric(f"{name}/std", float(m["std"]), ts, 0)]
     for i in range(0, len(metrics), 200):
         client.log_batch(parent, metrics=metrics[i:i + 200])
     client.log_artifacts(parent, str(report_dir), "reports")
@@ -566,11 +583,12 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         _close_leftovers(base.run.mlflow_uri, train_root, frame)
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "trials.csv", index=False)
-    table = summary_table(frame, study)
+    stats = summary_stats(frame, study)
+    table = summary_table(frame, study, stats)
     print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std over {len(split_files)} split(s) x "
           f"{len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
     print(table.to_string(index=False))
-    verdict = attention_verdict(table)
+    verdict = attention_verdict(stats)
     if verdict:
         print(verdict)
     failed = frame[frame["status"] != "ok"]
@@ -589,13 +607,13 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
             MlflowClient(base.run.mlflow_uri).set_terminated(parent, "KILLED")
         raise
     if parent:
-        _finish_parent(base.run.mlflow_uri, experiment, parent, table, frame, report_dir)
+        _finish_parent(base.run.mlflow_uri, experiment, parent, stats, frame, report_dir)
     return frame
 
 
-def _finish_parent(uri, experiment, parent, table, frame, report_dir) -> None:
+def _finish_parent(uri, experiment, parent, stats, frame, report_dir) -> None:
     try:
-        status = _close_parent(uri, parent, table, frame, report_dir, frame.attrs.get("reported", True))
+        status = _close_parent(uri, parent, stats, frame, report_dir, frame.attrs.get("reported", True))
         print(f"MLflow: study run {parent} {status}; {_ui_link(uri, experiment, parent)}")
     except Exception as e:  # noqa: BLE001 - the tables are on disk; say what could not be recorded
         print(f"WARNING: the study's MLflow parent run was not completed ({type(e).__name__}: {str(e)[:200]})",
