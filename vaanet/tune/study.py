@@ -70,6 +70,8 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
                    help="retries of a failed trial, counted once (Tune); errors a retry cannot fix (bad config, "
                    "missing or corrupt file, non-finite loss) are never retried")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--ray-dashboard", action="store_true", help="start the Ray dashboard with a local Ray (off by "
+                   "default: it adds ~5 s to a study's start; a cluster started by ray_cluster.yaml has its own)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here); "
                    "the same as --set run.mlflow_uri=URI. Trials, the closing report and reruns all use it")
     p.add_argument("--experiment", default=None, help="MLflow experiment and study folder name (default: "
@@ -488,8 +490,23 @@ def _start_ray(args) -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
+    local = {} if address else {"include_dashboard": bool(getattr(args, "ray_dashboard", False))}
     ray.init(address=address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
-             runtime_env={"env_vars": env} if env else None)
+             runtime_env={"env_vars": env} if env else None, **local)
+
+
+def _open_while_ray_starts(args, open_parent) -> str:
+    """Ray's start (~4-8 s) and MLflow's (a new SQLite store migrates its schema for ~7 s) overlap: the
+    parent run is opened in a thread while this one starts Ray. Returns the parent run's id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        opened = pool.submit(open_parent)
+        try:
+            _start_ray(args)
+        finally:
+            parent = opened.result()  # an MLflow error is raised here, after Ray started or failed
+    return parent
 
 
 def _stop_ray() -> None:
@@ -539,10 +556,10 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
             raise ValueError(f"{state_file} holds a study started with other settings ({'; '.join(diff[:6])}"
                              f"{'; ...' if len(diff) > 6 else ''}); rerun it as it was, or give this one its own "
                              "--experiment NAME")
-    ensure_experiment(base.run.mlflow_uri, experiment)
     report_dir = output / "reports"
 
     def open_parent() -> str:  # only once the request is accepted: a refused command leaves nothing open
+        ensure_experiment(base.run.mlflow_uri, experiment)
         parent = _parent_run(base.run.mlflow_uri, experiment, study, args, base, state, len(points) or args.samples,
                              len(split_files))
         output.mkdir(parents=True, exist_ok=True)
@@ -559,15 +576,15 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     if not todo:
         print(f"study {experiment}: all {len(points)} trials already finished in {train_root}; nothing to train "
               "(use --experiment NAME for a fresh study)")
+        ensure_experiment(base.run.mlflow_uri, experiment)
         _close_leftovers(base.run.mlflow_uri, train_root, frame)  # re-sends what an outage kept back
     else:
         if state is not None and not args.resume:
             raise ValueError(f"{output} holds an unfinished study ({len(points) - len(todo)}/{len(points)} trials "
                              "done); pass --resume to continue it, or --experiment NAME for a new one")
-        parent = open_parent()
+        parent = _open_while_ray_starts(args, open_parent)
         points = _points(study, args.dataset, split_files, seeds, experiment, replaced, parent)
         todo = [p for p in points if p["name"] in {t["name"] for t in todo}]
-        _start_ray(args)
         concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
         verb = (f"resuming study {experiment}: {len(points) - len(todo)}/{len(points)} trials already finished"
                 if state is not None else f"study {experiment}: {len(points)} trials")
@@ -654,8 +671,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
     if state is not None and not args.resume:
         raise ValueError(f"{output} holds an unfinished search; pass --resume to continue it, or --experiment NAME")
     seed = int(str(args.seeds).split(",")[0])
-    parent = open_parent()
-    _start_ray(args)
+    parent = _open_while_ray_starts(args, open_parent)
     concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
     if state is not None and tune.Tuner.can_restore(str(path)):
         _check_trusted(path)
