@@ -200,10 +200,11 @@ def test_ctrl_c_stops_fast_with_a_resumable_cache_and_workers_die_with_parent(tm
     proc.send_signal(signal.SIGINT)
     t = time.monotonic()
     try:
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert time.monotonic() - t < 5, "Ctrl-C did not stop prepare within seconds"
+    # seconds, not the rest of the videos (< 16 prepared, below); bound loose for a loaded machine
+    assert time.monotonic() - t < 15, "Ctrl-C did not stop prepare within seconds"
     assert proc.returncode != 0 and "run the same command again" in err
     index = load_index(out)  # written, and every file it lists exists
     done = {p.parent.name for p in out.glob("videos/*/meta.json")}

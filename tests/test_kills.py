@@ -31,7 +31,8 @@ def _kill_at(cmd: list[str], cwd: Path, phase: str, sig: str, timeout: float = 3
     """Start ``cmd`` in its own process group, wait until it holds at ``phase``, send ``sig`` to the group."""
     marker = cwd / f"hold-{phase}"
     marker.unlink(missing_ok=True)
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "VAANET_HOLD": f"{phase}:{marker}"}
+    # PYTHONFAULTHANDLER: a command that does not stop is sent SIGABRT, which prints every thread's stack
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "VAANET_HOLD": f"{phase}:{marker}", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -45,6 +46,10 @@ def _kill_at(cmd: list[str], cwd: Path, phase: str, sig: str, timeout: float = 3
     os.killpg(proc.pid, SIGNALS[sig])
     try:
         out = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        out = proc.communicate(timeout=30)[0]
+        raise AssertionError(f"{sig} at {phase} did not stop the command within 120 s; its threads:\n{out[-6000:]}")
     finally:
         try:  # nothing of the killed command may outlive it (Ray's processes share its group)
             os.killpg(proc.pid, signal.SIGKILL)
