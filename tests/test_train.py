@@ -165,3 +165,18 @@ def test_a_run_folder_resumes_only_its_own_configuration(synth_root, synth_cache
     other = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "optim.lr": 0.01})
     with pytest.raises(ValueError, match=r"another configuration \(optim.lr: 0.001 -> 0.01\)"):
         fit_local(other, tmp_path / "run")
+    # a checkpoint written before a config key existed (here model.audio_width) resumes when the key has
+    # its default, which is the behaviour of that time
+    import torch
+
+    from vaanet.train.loop import STATE, latest_checkpoint
+
+    state_file = latest_checkpoint(tmp_path / "run") / STATE
+    state = torch.load(state_file, weights_only=True)
+    del state["config"]["model"]["audio_width"]
+    torch.save(state, state_file)
+    same = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1})
+    assert fit_local(same, tmp_path / "run")["test_acc"] == state["test"]["test_acc"]
+    with pytest.raises(ValueError, match=r"another configuration \(model.audio_width: 1.0 -> 0.5\)"):
+        fit_local(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "model.audio_width": 0.5}),
+                  tmp_path / "run")

@@ -233,6 +233,10 @@ def _progress(iterable, total, enabled):
 def _check_same_config(saved: dict, cfg: Config, out_dir: Path) -> None:
     """A run folder resumes only the configuration it was started with."""
     now = cfg.to_dict()
+    try:  # a key added to the config since the run started compares as its default (the old behaviour)
+        saved = Config.from_dict(saved).to_dict()
+    except (TypeError, ValueError):
+        pass  # compared as stored
     diff = [f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}" for section in ("model", "data", "optim")
             for k, v in now[section].items() if saved.get(section, {}).get(k) != v]
     if diff:
@@ -342,12 +346,12 @@ def train_fn(config: dict) -> dict:
     with session.checkpoint() as folder:
         if folder is not None:
             state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+            _check_same_config(state["config"], cfg, out_dir)  # before the weights: a clear error, not a shape one
             (model.module if hasattr(model, "module") else model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             start_epoch, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["mlflow_run_id"]
             finished = state.get("test")
-            _check_same_config(state["config"], cfg, out_dir)
             best_weights = _load_best(out_dir, best["epoch"])
             log(f"resumed from checkpoint after epoch {start_epoch} (best val acc {best['val_acc']:.3f} at epoch {best['epoch'] + 1})")
 
