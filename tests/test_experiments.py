@@ -96,11 +96,11 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
     assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in r.stdout  # the link: training-runs view
-    assert "2 trials = 1 rows (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s) (0)" in parent.data.tags["mlflow.note.content"]
+    assert "2 trials = 1 row(s) (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s) (0)" in parent.data.tags["mlflow.note.content"]
     # the summary in the children's names and units: the mean of their test_acc (a fraction), unrounded
     assert parent.data.metrics["test_acc/VS-VCW-VT-AT"] == pytest.approx(
         sum(x.data.metrics["test_acc"] for x in finished) / 2)
-    assert "test_acc/VS-VCW-VT-AT/std" in parent.data.metrics and "mlflow.note.content" in parent.data.tags
+    assert "test_acc_std/VS-VCW-VT-AT" in parent.data.metrics and "mlflow.note.content" in parent.data.tags
     reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports
     assert client.get_experiment_by_name("main_comparison-synth").tags["mlflow.experimentKind"] == \

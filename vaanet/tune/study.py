@@ -405,11 +405,16 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
             pass
     rows = ["_".join(str(r[k]) for k in study.row_keys if k in r) or "run" for r in study.grid]
     seeds = [x for x in str(args.seeds).split(",") if x]
-    grid = (f"{len(rows)} rows ({', '.join(rows)}) x {n_splits} split(s) x {len(seeds)} seed(s) ({', '.join(seeds)})"
+    grid = (f"{len(rows)} row(s) ({', '.join(rows)}) x {n_splits} split(s) x {len(seeds)} seed(s) ({', '.join(seeds)})"
             if getattr(args, "search", None) != "optuna" else f"{n_points} searched configurations on 1 split")
     words = (f"{study.name} study on {args.dataset} (paper table {study.tables.get(args.dataset, '-')}): "
              f"{n_points} trials = {grid}; {base.optim.epochs} epochs each. "
-             f"Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+             f"Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}. "
+             "Summary metrics: <metric>/<row> is the mean over the row's trials of their <metric> (accuracies as "
+             "fractions, as in each trial's run), <metric>_std/<row> its std"
+             + ("; temporal_x_uniform / spatial_x_uniform: attention mass on the planted evidence (key segments, "
+                "evidence box) divided by what uniform attention gives, 1 = no better than uniform"
+                if args.dataset == "synth" else ""))
     run = client.create_run(
         client.get_experiment_by_name(experiment).experiment_id, run_name=f"{study.name} study ({args.dataset})",
         tags={"role": "study", "study_name": study.name, "dataset": args.dataset, "mlflow.note.content": words,
@@ -425,7 +430,7 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
 
 def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
                   reported: bool) -> str:
-    """Summary metrics ``<metric>/<row>`` and ``<metric>/<row>/std`` (unrounded, in the trials' units: the
+    """Summary metrics ``<metric>/<row>`` and ``<metric>_std/<row>`` (unrounded, in the trials' units: the
     same ``test_acc`` as each child run, a fraction), the reports as artifacts, and the study's status."""
     import re
 
@@ -436,7 +441,8 @@ def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFram
     ts, metrics = int(time.time() * 1000), []
     for _, m in (stats[stats["n"] > 0] if len(stats) else stats).iterrows():
         name = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{m['metric']}/{m['row']}")  # MLflow: no '+' in a name
-        metrics += [Metric(name, float(m["mean"]), ts, 0), Metric(f"{name}/std", float(m["std"]), ts, 0)]
+        std = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{m['metric']}_std/{m['row']}")  # MLflow's UI groups by prefix
+        metrics += [Metric(name, float(m["mean"]), ts, 0), Metric(std, float(m["std"]), ts, 0)]
     for i in range(0, len(metrics), 200):
         client.log_batch(parent, metrics=metrics[i:i + 200])
     client.log_artifacts(parent, str(report_dir), "reports")
