@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import ensure_experiment, git_commit, replay_pending, run_id_of
+from ..train.tracking import check_reachable, ensure_experiment, git_commit, replay_pending, run_id_of
 from ..faults import hold
 from .progress import StudyProgress
 from .trial import ERROR_FILE, first_line, trainable
@@ -501,11 +501,12 @@ def _start_ray(args) -> None:
              runtime_env={"env_vars": env} if env else None, **local)
 
 
-def _open_while_ray_starts(args, open_parent) -> str:
+def _open_while_ray_starts(args, uri: str, open_parent) -> str:
     """Ray's start (~4-8 s) and MLflow's (a new SQLite store migrates its schema for ~7 s) overlap: the
     parent run is opened in a thread while this one starts Ray. Returns the parent run's id."""
     from concurrent.futures import ThreadPoolExecutor
 
+    check_reachable(uri)  # a server that does not answer: one line, before Ray starts
     with ThreadPoolExecutor(1) as pool:
         opened = pool.submit(open_parent)
         try:
@@ -588,7 +589,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         if state is not None and not args.resume:
             raise ValueError(f"{output} holds an unfinished study ({len(points) - len(todo)}/{len(points)} trials "
                              "done); pass --resume to continue it, or --experiment NAME for a new one")
-        parent = _open_while_ray_starts(args, open_parent)
+        parent = _open_while_ray_starts(args, base.run.mlflow_uri, open_parent)
         points = _points(study, args.dataset, split_files, seeds, experiment, replaced, parent)
         todo = [p for p in points if p["name"] in {t["name"] for t in todo}]
         concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
@@ -677,7 +678,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
     if state is not None and not args.resume:
         raise ValueError(f"{output} holds an unfinished search; pass --resume to continue it, or --experiment NAME")
     seed = int(str(args.seeds).split(",")[0])
-    parent = _open_while_ray_starts(args, open_parent)
+    parent = _open_while_ray_starts(args, base.run.mlflow_uri, open_parent)
     concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
     if state is not None and tune.Tuner.can_restore(str(path)):
         _check_trusted(path)
