@@ -25,10 +25,13 @@ from torch import nn
 
 
 class SpatialAttention(nn.Module):
-    def __init__(self, channels: int, positions: int, style: str = "paper"):
+    def __init__(self, channels: int, positions: int, style: str = "paper", rate: float = 1.0):
         super().__init__()
+        if not rate > 0:
+            raise ValueError(f"spatial attention rate must be > 0, got {rate}")
         self.style = style
         self.positions = positions
+        self.rate = float(rate)
         if style in ("paper", "paper_literal"):
             self.W_S2 = nn.Linear(channels, 1, bias=False)  # 1x1 conv, R^{1 x n}
             self.squash = nn.Identity()
@@ -39,6 +42,11 @@ class SpatialAttention(nn.Module):
             self.W_S1 = nn.Linear(positions, positions)
         else:
             raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
+        if self.rate != 1.0:  # stored / rate, used x rate: the same function at the start, Adam steps x rate
+            with torch.no_grad():
+                for lin in (self.W_S2, self.W_S1):
+                    for p in lin.parameters():
+                        p.div_(self.rate)
 
     @property
     def scale(self) -> float:
@@ -54,5 +62,9 @@ class SpatialAttention(nn.Module):
         """F: [B, t, m, n] -> A^S: [B, t, m]."""
         B, t, m, _ = F.shape
         s = self.W_S2(F).reshape(B * t, 1, m)  # W^{S2} F_i^T        [B*t, 1, m]
+        if self.rate != 1.0:
+            s = s * self.rate
         H = self.W_S1(self.squash(s)).reshape(B, t, m)  # H_i^S    [B, t, m]
+        if self.rate != 1.0:
+            H = H * self.rate
         return torch.softmax(H, dim=-1) * self.scale  # A_i^S       [B, t, m]

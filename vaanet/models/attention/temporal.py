@@ -40,25 +40,32 @@ from torch import nn
 
 
 class TemporalAttention(nn.Module):
-    def __init__(self, channels: int, segments: int, style: str = "paper"):
+    def __init__(self, channels: int, segments: int, style: str = "paper", rate: float = 1.0):
         super().__init__()
+        if not rate > 0:
+            raise ValueError(f"temporal attention rate must be > 0, got {rate}")
         self.style = style
         self.segments = segments
         if style in ("paper", "paper_literal"):
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}, times score_scale (see above)
             self.squash = nn.Identity()
             self.W_T1 = nn.Linear(segments, segments)  # R^{t x t}, bias initialised to 0 (see above)
-            nn.init.constant_(self.W_T2.weight, 1.0)
-            self.score_scale = 1.0 / channels
+            # W^{T2} = w * rate / n, w initialised to 1 / rate: the same initial function (1/n) for any
+            # rate; Adam moves w by ~lr per step, i.e. the score's direction by ~rate * lr relative per step
+            nn.init.constant_(self.W_T2.weight, 1.0 / rate)
+            self.score_scale = rate / channels
+            # W^{T1} (and its bias) likewise: stored / rate, used x rate (the identity at the start)
             with torch.no_grad():
-                self.W_T1.weight.copy_(torch.eye(segments))
+                self.W_T1.weight.copy_(torch.eye(segments) / rate)
             nn.init.zeros_(self.W_T1.bias)  # A_j^T starts at the mean activation of segment j (see above)
+            self.mix_scale = rate
         elif style == "reference":
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
             self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
             self.W_T1 = nn.Linear(segments, segments)
             nn.init.constant_(self.W_T1.bias, 1.0)
             self.score_scale = 1.0
+            self.mix_scale = 1.0
         else:
             raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
 
@@ -66,7 +73,9 @@ class TemporalAttention(nn.Module):
         """P: [B, t, n] -> A^T: [B, t] (non-negative)."""
         B, t, _ = P.shape
         s = (self.W_T2(P) * self.score_scale).reshape(B, 1, t)  # W^{T2} P^T    [B, 1, t]
-        H = self.W_T1(self.squash(s)).reshape(B, t)  # H^T [B, t]
+        W1 = self.W_T1.weight * self.mix_scale if self.mix_scale != 1.0 else self.W_T1.weight
+        b1 = self.W_T1.bias * self.mix_scale if self.mix_scale != 1.0 else self.W_T1.bias
+        H = nn.functional.linear(self.squash(s), W1, b1).reshape(B, t)  # H^T = W^{T1} (...) + b [B, t]
         return torch.relu(H)  # A^T                        [B, t]
 
     def pool(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
