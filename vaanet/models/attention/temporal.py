@@ -40,7 +40,8 @@ from torch import nn
 
 
 class TemporalAttention(nn.Module):
-    def __init__(self, channels: int, segments: int, style: str = "paper", rate: float = 1.0):
+    def __init__(self, channels: int, segments: int, style: str = "paper", rate: float = 1.0,
+                 inhibition: float = 0.0):
         super().__init__()
         if not rate > 0:
             raise ValueError(f"temporal attention rate must be > 0, got {rate}")
@@ -56,7 +57,10 @@ class TemporalAttention(nn.Module):
             self.score_scale = rate / channels
             # W^{T1} (and its bias) likewise: stored / rate, used x rate (the identity at the start)
             with torch.no_grad():
-                self.W_T1.weight.copy_(torch.eye(segments) / rate)
+                # inhibition a: W^{T1} = I - (a / t) 1 1^T, i.e. A_j = ReLU(s_j - a mean_k s_k); with a < 1 the
+                # largest score stays > 0 (scores are >= 0 at the start), so no video's attention dies
+                eye = torch.eye(segments) - inhibition / segments * torch.ones(segments, segments)
+                self.W_T1.weight.copy_(eye / rate)
             nn.init.zeros_(self.W_T1.bias)  # A_j^T starts at the mean activation of segment j (see above)
             self.mix_scale = rate
         elif style == "reference":
