@@ -152,5 +152,5 @@ def test_temporal_inhibition_starts_below_the_mean_and_never_silences_a_video():
     P = torch.rand(64, 4, 16)  # non-negative, like pooled post-ReLU features
     s = P.mean(-1)  # the score each segment starts with (W^{T2} = 1/n)
     A = TemporalAttention(16, 4, "paper", inhibition=0.75)(P)
-    torch.testing.assert_close(A, torch.relu(s - 0.75 * s.mean(-1, keepdim=True)))
+    torch.testing.assert_close(A, torch.relu(s - 0.75 * s.mean(-1, keepdim=True)) / 0.25)
     assert (A.max(-1).values > 0).all()

@@ -57,9 +57,12 @@ class TemporalAttention(nn.Module):
             self.score_scale = rate / channels
             # W^{T1} (and its bias) likewise: stored / rate, used x rate (the identity at the start)
             with torch.no_grad():
-                # inhibition a: W^{T1} = I - (a / t) 1 1^T, i.e. A_j = ReLU(s_j - a mean_k s_k); with a < 1 the
-                # largest score stays > 0 (scores are >= 0 at the start), so no video's attention dies
-                eye = torch.eye(segments) - inhibition / segments * torch.ones(segments, segments)
+                # inhibition a: W^{T1} = (I - (a / t) 1 1^T) / (1 - a), i.e. A_j = ReLU(s_j - a mean_k s_k) / (1 - a):
+                # deviations from the video's mean score x 1/(1-a), the sum over segments kept (while none is
+                # clipped); with a < 1 the largest score stays > 0 (scores are >= 0 at the start): no video dies
+                if not 0.0 <= inhibition < 1.0:
+                    raise ValueError(f"temporal inhibition must be in [0, 1), got {inhibition}")
+                eye = (torch.eye(segments) - inhibition / segments * torch.ones(segments, segments)) / (1.0 - inhibition)
                 self.W_T1.weight.copy_(eye / rate)
             nn.init.zeros_(self.W_T1.bias)  # A_j^T starts at the mean activation of segment j (see above)
             self.mix_scale = rate
