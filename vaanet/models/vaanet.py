@@ -68,7 +68,8 @@ class ModelConfig:
     attention_style: str = "paper"
     reference_channels: int = 512  # reference style: 1x1 reduction n -> this (scaled by width)
     spatial_rate: float = 1.0  # W^{S1}, W^{S2} stored / rate and used x rate (attention/spatial.py)
-    temporal_inhibition: float = 0.0  # paper style: W^{T1} starts at I - (a / t) 1 1^T (attention/temporal.py)
+    temporal_inhibition: float = 0.0  # paper style, visual: W^{T1} starts at (I - (a / t) 1 1^T) / (1 - a) (attention/temporal.py)
+    audio_temporal_inhibition: float = 0.0  # the same for the audio temporal attention (eq. 10)
     temporal_rate: float = 1.0  # paper style: W^{T2} = w * rate / n, w starts at 1 / rate (attention/temporal.py)
     freeze_backbone: bool = False
     # memory switches (see docs/performance.md)
@@ -195,7 +196,7 @@ class VAANet(nn.Module):
                 self.audio_reduce = nn.Sequential(nn.Linear(n_a, n_a // 2, bias=False), nn.BatchNorm1d(n_a // 2), nn.Tanh())
                 n_a //= 2
             if cfg.audio_attention:
-                self.audio_temporal = TemporalAttention(n_a, t, style, cfg.temporal_rate, cfg.temporal_inhibition)
+                self.audio_temporal = TemporalAttention(n_a, t, style, cfg.temporal_rate, cfg.audio_temporal_inhibition)
             self.n_audio = n_a
             embed += n_a
         self.fc = nn.Linear(embed, cfg.num_classes)
