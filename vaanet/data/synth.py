@@ -19,7 +19,8 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
 * Optional (off by default; measured in docs/attention.md, not adopted): ``distractor_colours="pairs"``
   draws the moving squares in random pair colours, ``box_ring`` draws a label-free dark ring around the
   box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
-  ``confuser_tint`` tints the other segments' background towards a random pair colour.
+  ``confuser_tint`` tints the other segments' background towards a random pair colour,
+  ``tint_key_segments`` tints the key segments' background too.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.

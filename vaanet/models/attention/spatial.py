@@ -14,6 +14,9 @@ and average pooling (eq. 7) the embedding is ~1/(m n) of the features. Measured 
 mean |G^C| 4.9e-4 literal vs 0.56 with the gain (= |F|, = average pooling), mean |dL/d backbone|
 2.0e-5 vs 6.1e-2; see docs/attention.md. A network trained from scratch barely moves without it. The gain is a constant, so A_i^S
 and every equation are unchanged up to that factor.
+``rate`` (model.spatial_rate, default 1): W^{S1}, W^{S2} stored / rate and used x rate (the same initial
+function, rate x faster Adam steps). Measured on issue #12's set (docs/attention.md): 10 did not move the
+spatial attention onto the box (VS 1.13, VS+VCW 0.88 x uniform on validation, split 0), so it stays 1.
 ``style="paper_literal"``: the equations with no gain (the behaviour the gain fixes; for diagnosis).
 ``style="reference"`` is the public code: the 1x1 convolution is followed by
 BatchNorm and tanh, W^{S1} has a bias, and the softmax output is multiplied by m (mean weight 1).

@@ -29,6 +29,20 @@ step, loss 7-15 in the first steps); so, like the x m and x n of the spatial and
 pooling applies a constant gain 1/t: E = (1/t) sum_j p_j A_j^T, average pooling when A^T = 1.
 (With the bias at 0, A^T starts at the segments' mean activation: E^V of VS+VCW+VT is 0.068 x average
 pooling at initialisation on random pixels, tests/test_attention_recovery.py.)
+(3) Optional initialisation of W^{T1}, ``inhibition`` a in [0, 1) (model.temporal_inhibition, visual;
+model.audio_temporal_inhibition, audio; both 0 by default, configs/synth_quick.yaml sets the visual one to 0.75):
+W^{T1} starts at (I - (a/t) 1 1^T) / (1 - a), so A_j^T = ReLU(s_j - a mean_k s_k) / (1 - a): deviations
+from the video's mean score are amplified by 1/(1-a), the sum over segments is kept (while no segment
+is clipped), and the largest score stays > 0 (scores are >= 0 at the start), so no video's attention dies.
+Why (issue #12, docs/attention.md): in trained VS+VCW+VT models W^{T2} and W^{T1} barely move in 10
+epochs (w = 1.00 +- 0.01, W^{T1} = I +- 0.03, bias ~0.01), so A^T stays the segments' mean activation;
+letting them learn 10x faster (``rate``) made them drift towards *flatter* attention (positive off-diagonals
+and bias), not sharper. With a = 0.75 the validation key share of VS+VCW+VT rose from 1.76 +- 0.15 to
+3.39 +- 0.34 x uniform and its validation accuracy from 0.375 +- 0.051 to 0.521 +- 0.059 (3 splits, 10 epochs);
+without the 1/(1-a) the same inhibition cost accuracy (0.250-0.312). It is an initial value of W^{T1}, which
+stays a free t x t matrix (eq. 8).
+``rate`` (model.temporal_rate, default 1): W^{T2} and W^{T1} are stored / rate and used x rate (the same
+initial function; Adam's steps are rate times larger in effect). Not used: 10 did not help (above).
 ``style="paper_literal"``: as "paper" but without the 1/t gain (the literal sum of eq. 9/11).
 ``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
 bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
