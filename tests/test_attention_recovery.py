@@ -131,3 +131,26 @@ def test_paper_temporal_attention_survives_a_shrinking_start():
         model(x).logits.pow(2).mean().backward()
         opt.step()
     assert (model(x).temporal > 0).all()
+
+
+def test_attention_rates_keep_the_initial_function():
+    """spatial_rate / temporal_rate only reparameterise (stored / rate, used x rate): same outputs at the start."""
+    from vaanet.models.attention import SpatialAttention, TemporalAttention
+
+    F = torch.rand(2, 4, 9, 16)
+    torch.manual_seed(0)
+    a = SpatialAttention(16, 9, "paper")(F)
+    torch.manual_seed(0)
+    torch.testing.assert_close(SpatialAttention(16, 9, "paper", rate=10.0)(F), a)
+    P = torch.rand(2, 4, 16)
+    torch.testing.assert_close(TemporalAttention(16, 4, "paper", rate=10.0)(P), TemporalAttention(16, 4, "paper")(P))
+
+
+def test_temporal_inhibition_starts_below_the_mean_and_never_silences_a_video():
+    from vaanet.models.attention import TemporalAttention
+
+    P = torch.rand(64, 4, 16)  # non-negative, like pooled post-ReLU features
+    s = P.mean(-1)  # the score each segment starts with (W^{T2} = 1/n)
+    A = TemporalAttention(16, 4, "paper", inhibition=0.75)(P)
+    torch.testing.assert_close(A, torch.relu(s - 0.75 * s.mean(-1, keepdim=True)) / 0.25)
+    assert (A.max(-1).values > 0).all()

@@ -19,7 +19,8 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
 * Optional (off by default; measured in docs/attention.md, not adopted): ``distractor_colours="pairs"``
   draws the moving squares in random pair colours, ``box_ring`` draws a label-free dark ring around the
   box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
-  ``confuser_tint`` tints the other segments' background towards a random pair colour.
+  ``confuser_tint`` tints the other segments' background towards a random pair colour,
+  ``tint_key_segments`` tints the key segments' background too.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -66,6 +67,7 @@ class SynthConfig:
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
     confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
+    tint_key_segments: bool = False  # confuser_tint also in the key segments (a random pair colour, label-free)
     no_audio_fraction: float = 0.0
     audio_snr_db: float = 6.0  # tone power over noise power in key segments
     noise: float = 6.0  # std of per-pixel noise (0-255 scale)
@@ -113,7 +115,7 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
-            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0):
+            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False):
     x0, y0, side = box
     base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
@@ -128,7 +130,8 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
                     confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
                     for s in range(int(seg_of_frame.max()) + 1)}
     # other segments: the background tinted towards a random pair colour (label-free, drawn after the box's)
-    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and s not in keys else 0.0)
+    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and (tint_keys or s not in keys)
+                 else 0.0)
              for s in range(int(seg_of_frame.max()) + 1)}
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
@@ -200,7 +203,7 @@ def _make_video(job: dict) -> dict:
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
                      cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
-                     cfg.ring_flash, cfg.confuser_tint)
+                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:

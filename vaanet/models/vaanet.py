@@ -67,6 +67,10 @@ class ModelConfig:
     audio_attention: bool = True
     attention_style: str = "paper"
     reference_channels: int = 512  # reference style: 1x1 reduction n -> this (scaled by width)
+    spatial_rate: float = 1.0  # W^{S1}, W^{S2} stored / rate and used x rate (attention/spatial.py)
+    temporal_inhibition: float = 0.0  # paper style, visual: W^{T1} starts at (I - (a / t) 1 1^T) / (1 - a) (attention/temporal.py)
+    audio_temporal_inhibition: float = 0.0  # the same for the audio temporal attention (eq. 10)
+    temporal_rate: float = 1.0  # paper style: W^{T2} = w * rate / n, w starts at 1 / rate (attention/temporal.py)
     freeze_backbone: bool = False
     # memory switches (see docs/performance.md)
     checkpoint_segments: bool = False  # recompute each segment's backbone activations in backward
@@ -179,11 +183,11 @@ class VAANet(nn.Module):
             side = feature_size(cfg.crop_size, cfg.no_max_pool)
             self.m, self.n = side * side, n
             if cfg.spatial_attention:
-                self.spatial = SpatialAttention(n, self.m, style)
+                self.spatial = SpatialAttention(n, self.m, style, cfg.spatial_rate)
             if cfg.channel_attention:
                 self.channel = ChannelAttention(n, self.m, style)
             if cfg.temporal_attention:
-                self.visual_temporal = TemporalAttention(n, t, style)
+                self.visual_temporal = TemporalAttention(n, t, style, cfg.temporal_rate, cfg.temporal_inhibition)
             embed += n
         if cfg.audio:
             self.audio_backbone = AudioResNet18(cfg.audio_width)
@@ -192,7 +196,7 @@ class VAANet(nn.Module):
                 self.audio_reduce = nn.Sequential(nn.Linear(n_a, n_a // 2, bias=False), nn.BatchNorm1d(n_a // 2), nn.Tanh())
                 n_a //= 2
             if cfg.audio_attention:
-                self.audio_temporal = TemporalAttention(n_a, t, style)
+                self.audio_temporal = TemporalAttention(n_a, t, style, cfg.temporal_rate, cfg.audio_temporal_inhibition)
             self.n_audio = n_a
             embed += n_a
         self.fc = nn.Linear(embed, cfg.num_classes)

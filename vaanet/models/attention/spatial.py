@@ -14,6 +14,9 @@ and average pooling (eq. 7) the embedding is ~1/(m n) of the features. Measured 
 mean |G^C| 4.9e-4 literal vs 0.56 with the gain (= |F|, = average pooling), mean |dL/d backbone|
 2.0e-5 vs 6.1e-2; see docs/attention.md. A network trained from scratch barely moves without it. The gain is a constant, so A_i^S
 and every equation are unchanged up to that factor.
+``rate`` (model.spatial_rate, default 1): W^{S1}, W^{S2} stored / rate and used x rate (the same initial
+function, rate x faster Adam steps). Measured on issue #12's set (docs/attention.md): 10 did not move the
+spatial attention onto the box (VS 1.13, VS+VCW 0.88 x uniform on validation, split 0), so it stays 1.
 ``style="paper_literal"``: the equations with no gain (the behaviour the gain fixes; for diagnosis).
 ``style="reference"`` is the public code: the 1x1 convolution is followed by
 BatchNorm and tanh, W^{S1} has a bias, and the softmax output is multiplied by m (mean weight 1).
@@ -25,10 +28,13 @@ from torch import nn
 
 
 class SpatialAttention(nn.Module):
-    def __init__(self, channels: int, positions: int, style: str = "paper"):
+    def __init__(self, channels: int, positions: int, style: str = "paper", rate: float = 1.0):
         super().__init__()
+        if not rate > 0:
+            raise ValueError(f"spatial attention rate must be > 0, got {rate}")
         self.style = style
         self.positions = positions
+        self.rate = float(rate)
         if style in ("paper", "paper_literal"):
             self.W_S2 = nn.Linear(channels, 1, bias=False)  # 1x1 conv, R^{1 x n}
             self.squash = nn.Identity()
@@ -39,6 +45,11 @@ class SpatialAttention(nn.Module):
             self.W_S1 = nn.Linear(positions, positions)
         else:
             raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
+        if self.rate != 1.0:  # stored / rate, used x rate: the same function at the start, Adam steps x rate
+            with torch.no_grad():
+                for lin in (self.W_S2, self.W_S1):
+                    for p in lin.parameters():
+                        p.div_(self.rate)
 
     @property
     def scale(self) -> float:
@@ -54,5 +65,9 @@ class SpatialAttention(nn.Module):
         """F: [B, t, m, n] -> A^S: [B, t, m]."""
         B, t, m, _ = F.shape
         s = self.W_S2(F).reshape(B * t, 1, m)  # W^{S2} F_i^T        [B*t, 1, m]
+        if self.rate != 1.0:
+            s = s * self.rate
         H = self.W_S1(self.squash(s)).reshape(B, t, m)  # H_i^S    [B, t, m]
+        if self.rate != 1.0:
+            H = H * self.rate
         return torch.softmax(H, dim=-1) * self.scale  # A_i^S       [B, t, m]

@@ -1,0 +1,83 @@
+"""Where do the trained attentions look? Per run folder of benchmarks/attention_recovery.py, on the split's
+validation videos (the selected weights, best_model.pt): the spatial mass in the evidence box over uniform
+separately in the key and the other segments (the benchmark's metric averages all segments), the mean
+spatial map over videos and segments (positional preferences), and the mean largest temporal share.
+Diagnosis only: reads the truth after training, like the benchmark.
+
+    python benchmarks/attention_per_segment.py --cache data/synth/cache --truth data/synth/videos/synth_truth.csv \
+        runs/attention_recovery/runs/paper_VS_split_00 ...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+
+def analyse(folder: Path, cache: str, truth_path: str, config: str) -> str:
+    from vaanet.config import load_config
+    from vaanet.models.vaanet import VAANet, feature_size
+    from vaanet.train.loop import _loaders
+    from vaanet.train.metrics import _intervals, predict
+
+    style, preset, *_ = folder.name.split("_")
+    split = Path(cache) / "splits" / ("_".join(folder.name.split("_")[-2:]) + ".csv")
+    cfg = load_config(config, [f"model.preset={preset.replace('-', '+')}", f"model.attention_style={style}",
+                               f"data.cache={cache}", f"data.split={split}", f"data.truth={truth_path}", "data.num_workers=0"])
+    state = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)
+    model = VAANet(cfg.model)
+    model.load_state_dict(state["model"])
+    loaders, _, _ = _loaders(cfg, 0, 1, False)
+    pred = predict(model, loaders["val"], torch.device("cpu"))
+    acc = float((pred["probs"].argmax(1) == pred["labels"]).mean())
+    line = f"{folder.name}: val acc {acc:.3f}"
+    if len(pred["spatial"]):
+        truth = pd.read_csv(truth_path, dtype={"video_id": str}).set_index("video_id")
+        s = feature_size(cfg.model.crop_size, cfg.model.no_max_pool)
+        cell = cfg.model.crop_size / s
+        edges = np.arange(s + 1) * cell
+        key, other, ceiling = [], [], []
+        for r, vid in enumerate(pred["video_ids"]):
+            t = truth.loc[vid]
+            y0, x0, H, W = pred["crop"][r]
+            ys = np.clip(np.minimum(y0 + edges[1:], t["box_y1"] * H) - np.maximum(y0 + edges[:-1], t["box_y0"] * H), 0, None)
+            xs = np.clip(np.minimum(x0 + edges[1:], t["box_x1"] * W) - np.maximum(x0 + edges[:-1], t["box_x0"] * W), 0, None)
+            overlap = (ys[:, None] * xs[None, :]).reshape(-1) / cell**2
+            keys = _intervals(t["key_times"])
+            is_key = np.array([any(a <= c < b for a, b in keys) for c in pred["centres"][r]])
+            a = pred["spatial"][r] / pred["spatial"][r].sum(-1, keepdims=True)
+            ratio = (a * overlap).sum(-1) / overlap.mean()
+            key += list(ratio[is_key])
+            other += list(ratio[~is_key])
+            ceiling.append(overlap.max() / overlap.mean())
+        A = pred["spatial"] / pred["spatial"].sum(-1, keepdims=True)
+        line += (f"; spatial in box / uniform: key segments {np.mean(key):.2f}, other segments {np.mean(other):.2f} "
+                 f"(all mass on the best cell: {np.mean(ceiling):.2f}); mean map "
+                 + " / ".join(" ".join(f"{v:.2f}" for v in row) for row in A.mean((0, 1)).reshape(s, s)))
+    if len(pred["temporal"]):
+        T = pred["temporal"] / np.clip(pred["temporal"].sum(1, keepdims=True), 1e-12, None)
+        line += f"; mean largest temporal share {T.max(1).mean():.2f}"
+    return line
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--cache", default="data/synth/cache")
+    p.add_argument("--truth", default="data/synth/videos/synth_truth.csv")
+    p.add_argument("--config", default=str(REPO / "configs" / "synth_quick.yaml"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    for f in a.folders:
+        print(analyse(Path(f), a.cache, a.truth, a.config), flush=True)
+
+
+if __name__ == "__main__":
+    main()
