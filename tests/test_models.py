@@ -205,3 +205,15 @@ def test_audio_width_scales_the_audio_stream(tmp_path):
         load_audio_pretrained(narrow, path)
     with pytest.raises(ValueError, match="audio_width must be > 0"):
         ModelConfig(audio_width=0)
+
+
+def test_attention_initialisation_options_are_checked():
+    """The temporal inhibition/rate exist in the paper styles only: set with the reference style they are
+    refused, never silently ignored."""
+    with pytest.raises(ValueError, match="paper styles only"):
+        ModelConfig(attention_style="reference", temporal_inhibition=0.75)
+    with pytest.raises(ValueError, match=r"temporal_inhibition must be in \[0, 1\)"):
+        ModelConfig(temporal_inhibition=1.0)
+    with pytest.raises(ValueError, match="spatial_rate must be > 0"):
+        ModelConfig(spatial_rate=0)
+    ModelConfig(attention_style="reference", spatial_rate=2.0)  # the spatial rate applies to every style

@@ -88,6 +88,16 @@ class ModelConfig:
             errors.append(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
         if self.attention_style not in STYLES:
             errors.append(f"attention_style must be one of {STYLES}, got {self.attention_style!r}")
+        for name in ("temporal_inhibition", "audio_temporal_inhibition"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                errors.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("spatial_rate", "temporal_rate"):
+            if not getattr(self, name) > 0:
+                errors.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.attention_style == "reference" and (self.temporal_inhibition or self.audio_temporal_inhibition
+                                                    or self.temporal_rate != 1.0):
+            errors.append("temporal_inhibition, audio_temporal_inhibition and temporal_rate apply to the paper "
+                          "styles only; with attention_style=reference leave them at 0, 0 and 1")
         if not (self.visual or self.audio):
             errors.append("at least one of visual / audio must be on")
         for name in ("num_classes", "segments", "frames", "crop_size", "reference_channels"):
