@@ -208,10 +208,11 @@ def test_audio_width_scales_the_audio_stream(tmp_path):
 
 
 def test_attention_initialisation_options_are_checked():
-    """The temporal inhibition/rate exist in the paper styles only: set with the reference style they are
-    refused, never silently ignored."""
-    with pytest.raises(ValueError, match="paper styles only"):
-        ModelConfig(attention_style="reference", temporal_inhibition=0.75)
+    """The temporal inhibition/rate exist in the paper styles only: with the reference style the model is
+    built and recorded without them, and a warning says so (never a value recorded that had no effect)."""
+    with pytest.warns(UserWarning, match="temporal_inhibition=0.75: the paper styles"):
+        cfg = ModelConfig(attention_style="reference", temporal_inhibition=0.75)
+    assert cfg.temporal_inhibition == 0.0
     with pytest.raises(ValueError, match=r"temporal_inhibition must be in \[0, 1\)"):
         ModelConfig(temporal_inhibition=1.0)
     with pytest.raises(ValueError, match="spatial_rate must be > 0"):

@@ -94,10 +94,16 @@ class ModelConfig:
         for name in ("spatial_rate", "temporal_rate"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.attention_style == "reference" and (self.temporal_inhibition or self.audio_temporal_inhibition
-                                                    or self.temporal_rate != 1.0):
-            errors.append("temporal_inhibition, audio_temporal_inhibition and temporal_rate apply to the paper "
-                          "styles only; with attention_style=reference leave them at 0, 0 and 1")
+        neutral = {"temporal_inhibition": 0.0, "audio_temporal_inhibition": 0.0, "temporal_rate": 1.0}
+        unused = {k: getattr(self, k) for k, v in neutral.items() if getattr(self, k) != v}
+        if self.attention_style == "reference" and unused:  # the effective config is what is recorded
+            import warnings
+
+            warnings.warn(f"{', '.join(f'{k}={v}' for k, v in unused.items())}: the paper styles' temporal attention "
+                          "initialisation; attention_style=reference has its own, so the model is built (and recorded) "
+                          f"with {', '.join(f'{k}={neutral[k]}' for k in unused)}", stacklevel=3)
+            for k in unused:
+                setattr(self, k, neutral[k])
         if not (self.visual or self.audio):
             errors.append("at least one of visual / audio must be on")
         for name in ("num_classes", "segments", "frames", "crop_size", "reference_channels"):
