@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -84,3 +85,11 @@ def reference_run(synth_root, synth_cache, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
     cfg = tiny_config(synth_root, synth_cache, tmp)
     return cfg, fit_local(cfg, tmp / "run"), tmp
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a command a test will Ctrl-C: start it as a shell would, with no signal blocked
+    and SIGINT at its default (Python then turns it into KeyboardInterrupt). A child inherits both from
+    the test process, where libraries loaded in-process (Ray, gRPC) may have blocked or ignored SIGINT."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import as_from_a_terminal
+
 from vaanet.data import PrepareConfig, SamplingConfig, VideoEmotionDataset, load_index, make_splits, prepare
 from vaanet.data.ingest import discover
 from vaanet.losses import VE8_CLASSES
@@ -195,7 +197,8 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_stops_fast_with_a_resumable_cache_and_workers_die_with_parent(tmp_path):
     root, out = tmp_path / "v", tmp_path / "c"
     _many_videos(root, 16)
-    proc = subprocess.Popen(_prepare_cmd(root, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_prepare_cmd(root, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     assert _wait_for(lambda: any(out.glob("videos/*/meta.json")), 120), "no video finished"
     proc.send_signal(signal.SIGINT)
     t = time.monotonic()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import mlflow_store, tiny_config
+from conftest import as_from_a_terminal, mlflow_store, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32", "data.audio_frames=8",
@@ -34,7 +34,7 @@ def _kill_at(cmd: list[str], cwd: Path, phase: str, sig: str, timeout: float = 3
     # PYTHONFAULTHANDLER: a command that does not stop is sent SIGABRT, which prints every thread's stack
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "VAANET_HOLD": f"{phase}:{marker}", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + timeout
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
