@@ -50,6 +50,10 @@ class Study:
     row_keys: tuple[str, ...] = ("model.preset",)  # overrides that name a row
     extra: dict[str, Any] = field(default_factory=dict)  # overrides applied to every trial
 
+    def row_name(self, row: dict[str, Any]) -> str:
+        """The name of a grid row (its tag ``row``), e.g. "VS+VCW"."""
+        return "_".join(str(row[k]) for k in self.row_keys if k in row) or "run"
+
 
 def study_parser(description: str, default_epochs: int | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,7 +253,7 @@ def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int
     note = ", ".join(f"{k}={v}" for k, v in replaced.items())
     for row, split, seed in itertools.product(study.grid, split_files, seeds):
         overrides = {**study.extra, **replaced, **row, "data.split": str(split), "run.seed": seed}
-        row_name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
+        row_name = study.row_name(row)
         name = f"{row_name}_{split.stem}_seed{seed}".replace("+", "-").replace("/", "-")
         tags = {"study": study.name, "table": study.tables.get(dataset, ""), "dataset": dataset,
                 "row": row_name, "experiment": experiment, **({"study_overrides": note} if note else {}),
@@ -299,6 +303,7 @@ ATTENTION_TRUTH = {"temporal_on_key": "temporal_x_uniform", "spatial_in_box": "s
 
 
 ACCURACIES = ("test_acc", "test_mean_class_acc", "test_polarity_acc")
+STATS_COLUMNS = ["row", "metric", "n", "trials", "missing", "mean", "std"]
 
 
 def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -310,7 +315,7 @@ def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     out = []
     for row in study.grid:
-        name = "_".join(str(row[k]) for k in study.row_keys if k in row) or "run"
+        name = study.row_name(row)
         part = ok[ok["row"] == name]
         values = {c: part[c].astype(float) if c in part else pd.Series(dtype=float) for c in ACCURACIES}
         for metric, column in ATTENTION_TRUTH.items():
@@ -322,7 +327,7 @@ def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
                         "missing": int((frame["row"] == name).sum() - len(part)),
                         "mean": vals.mean() if len(vals) else float("nan"),
                         "std": (vals.std(ddof=1) if len(vals) > 1 else 0.0) if len(vals) else float("nan")})
-    return pd.DataFrame(out, columns=["row", "metric", "n", "trials", "missing", "mean", "std"])
+    return pd.DataFrame(out, columns=STATS_COLUMNS)
 
 
 def summary_table(frame: pd.DataFrame, study: Study, stats: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -403,7 +408,7 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
             return state["parent_run_id"]
         except Exception:  # noqa: BLE001 - deleted: make a new one
             pass
-    rows = ["_".join(str(r[k]) for k in study.row_keys if k in r) or "run" for r in study.grid]
+    rows = [study.row_name(r) for r in study.grid]
     seeds = [x for x in str(args.seeds).split(",") if x]
     grid = (f"{len(rows)} row(s) ({', '.join(rows)}) x {n_splits} split(s) x {len(seeds)} seed(s) ({', '.join(seeds)})"
             if getattr(args, "search", None) != "optuna" else f"{n_points} searched configurations on 1 split")
@@ -439,10 +444,10 @@ def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFram
 
     client = MlflowClient(uri)
     ts, metrics = int(time.time() * 1000), []
-    for _, m in (stats[stats["n"] > 0] if len(stats) else stats).iterrows():
-        name = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{m['metric']}/{m['row']}")  # MLflow: no '+' in a name
-        std = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", f"{m['metric']}_std/{m['row']}")  # MLflow's UI groups by prefix
-        metrics += [Metric(name, float(m["mean"]), ts, 0), Metric(std, float(m["std"]), ts, 0)]
+    for _, m in stats[stats["n"] > 0].iterrows():  # MLflow refuses '+' in a name; its UI groups by prefix
+        row = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", m["row"])
+        metrics += [Metric(f"{m['metric']}/{row}", float(m["mean"]), ts, 0),
+                    Metric(f"{m['metric']}_std/{row}", float(m["std"]), ts, 0)]
     for i in range(0, len(metrics), 200):
         client.log_batch(parent, metrics=metrics[i:i + 200])
     client.log_artifacts(parent, str(report_dir), "reports")
@@ -719,7 +724,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
     complete = len(frame) == args.samples and frame["status"].isin(DONE).all()
     state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "complete": bool(complete)}, indent=1))
     _print_search(frame, args, start)
-    _finish_parent(base.run.mlflow_uri, experiment, parent, pd.DataFrame(), frame.assign(
+    _finish_parent(base.run.mlflow_uri, experiment, parent, pd.DataFrame(columns=STATS_COLUMNS), frame.assign(
         status=frame["status"].where(frame["status"] != "stopped", "ok")), report_dir)
     return frame
 
