@@ -90,6 +90,19 @@ def test_truth_sidecar_keeps_the_metric_columns(tmp_path):
     assert {"video_id", "key_segments", "key_times", "box_x0", "box_y0", "box_x1", "box_y1"} <= cols
 
 
+def test_background_sets_each_videos_grey_and_the_default_set_is_unchanged(tmp_path):
+    from vaanet.data.ingest import decode_video
+
+    small = dict(videos_per_class=1, duration=1.0, resolutions=((48, 48),), distractors=0, key_flash=0.0)
+    generate(tmp_path / "dark", SynthConfig(**small, background=(40.0, 40.0)), workers=1)
+    generate(tmp_path / "light", SynthConfig(**small, background=(200.0, 200.0)), workers=1)
+    for name, grey in (("dark", 40), ("light", 200)):
+        frames = decode_video(str(tmp_path / name / "Joy" / "joy_000.mp4"), 48, None)[0]
+        corner = float(np.asarray(frames)[:, :4, :4].mean())
+        assert abs(corner - grey) < 15, (name, corner)
+    assert SynthConfig().background == (90.0, 150.0)  # the range the demo's set has always used
+
+
 # ---- the scale fix --------------------------------------------------------------------------------
 def _embedding(preset: str, style: str, average: bool = False) -> torch.Tensor:
     torch.manual_seed(0)
@@ -154,3 +167,39 @@ def test_temporal_inhibition_starts_below_the_mean_and_never_silences_a_video():
     A = TemporalAttention(16, 4, "paper", inhibition=0.75)(P)
     torch.testing.assert_close(A, torch.relu(s - 0.75 * s.mean(-1, keepdim=True)) / 0.25)
     assert (A.max(-1).values > 0).all()
+
+
+def test_spatial_saliency_init_starts_at_the_positions_mean_activation():
+    """model.spatial_init=saliency: A_i^S starts at Softmax(tau x mean_c F_i), whatever the rate; W^{S1} = I."""
+    from vaanet.models.attention import SpatialAttention
+    from vaanet.models.attention.spatial import SALIENCY_SCALE
+
+    F = torch.rand(2, 4, 9, 16)
+    expected = torch.softmax(SALIENCY_SCALE * F.mean(-1), dim=-1)
+    for rate in (1.0, 10.0):
+        att = SpatialAttention(16, 9, "paper", rate=rate, init="saliency")
+        torch.testing.assert_close(att(F), expected)
+    torch.testing.assert_close(att.W_S1.weight * att.rate, torch.eye(9))
+    assert not torch.allclose(SpatialAttention(16, 9, "paper")(F), expected)  # the default stays nn.Linear's
+
+
+def test_channel_uniform_init_starts_as_the_switched_off_attention_and_still_learns():
+    """model.channel_init=uniform: A^C = 1/n for any input at the start (VS+VCW starts as VS), and it moves."""
+    from vaanet.models.attention import ChannelAttention
+
+    F = torch.rand(2, 4, 9, 16, requires_grad=True)
+    att = ChannelAttention(16, 9, "paper", init="uniform")
+    A = att(F)
+    torch.testing.assert_close(A, torch.full((2, 4, 16), 1 / 16))
+    (A[..., 0] * F.sum((-1, -2))).sum().backward()
+    assert att.W_C1.weight.grad.abs().sum() > 0
+
+
+def test_attention_init_names_are_checked_and_kept_off_the_reference_style():
+    with pytest.raises(ValueError, match="spatial_init must be one of"):
+        ModelConfig(spatial_init="identity")
+    with pytest.raises(ValueError, match="channel_init must be one of"):
+        ModelConfig(channel_init="mean")
+    with pytest.warns(UserWarning, match="spatial_init=saliency, channel_init=uniform: the paper styles"):
+        cfg = ModelConfig(attention_style="reference", spatial_init="saliency", channel_init="uniform")
+    assert (cfg.spatial_init, cfg.channel_init) == ("random", "random")

@@ -20,7 +20,8 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   draws the moving squares in random pair colours, ``box_ring`` draws a label-free dark ring around the
   box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
   ``confuser_tint`` tints the other segments' background towards a random pair colour,
-  ``tint_key_segments`` tints the key segments' background too.
+  ``tint_key_segments`` tints the key segments' background too; ``background`` sets the range each video's
+  grey is drawn from (wide, with a small ``key_flash``, a single segment no longer tells whether it is key).
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -65,6 +66,7 @@ class SynthConfig:
     box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
     ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
+    background: tuple[float, float] = (90.0, 150.0)  # each video's grey level is drawn from this range (0-255)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
     confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
     tint_key_segments: bool = False  # confuser_tint also in the key segments (a random pair colour, label-free)
@@ -115,9 +117,10 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
-            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False):
+            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False,
+            grey_range=(90.0, 150.0)):
     x0, y0, side = box
-    base = rng.uniform(90, 150) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
+    base = rng.uniform(*grey_range) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
     others = palette(len(colours), distractor=True) if distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
@@ -203,7 +206,7 @@ def _make_video(job: dict) -> dict:
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
                      cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
-                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments)
+                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
