@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.resnet import BasicBlock
 
 
 class AudioResNet18(nn.Module):
     def __init__(self, width: float = 1.0):
         super().__init__()
+        # imported here, not at the top: importing torchvision costs ~3 s (it loads torch._dynamo), which every
+        # process that only reads a config (a study's driver, the CLI) would pay (benchmarks: python -X importtime)
+        from torchvision.models import resnet18
+        from torchvision.models.resnet import BasicBlock
+
         net = resnet18(weights=None)
         planes = [max(1, int(p * width)) for p in (64, 128, 256, 512)]
         net.conv1 = nn.Conv2d(1, planes[0], kernel_size=(7, 1), stride=(2, 1), padding=(3, 0), bias=False)
