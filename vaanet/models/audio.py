@@ -16,7 +16,7 @@ from torch import nn
 class AudioResNet18(nn.Module):
     def __init__(self, width: float = 1.0):
         super().__init__()
-        # imported here, not at the top: importing torchvision costs ~3 s (it loads torch._dynamo), which every
+        # imported here, not at the top: importing torchvision costs 3-4 s here (it loads torch._dynamo), which every
         # process that only reads a config (a study's driver, the CLI) would pay (benchmarks: python -X importtime)
         from torchvision.models import resnet18
         from torchvision.models.resnet import BasicBlock
