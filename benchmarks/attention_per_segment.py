@@ -25,7 +25,7 @@ def analyse(folder: Path, cache: str, truth_path: str, config: str) -> str:
     from vaanet.config import load_config
     from vaanet.models.vaanet import VAANet, feature_size
     from vaanet.train.loop import _loaders
-    from vaanet.train.metrics import _intervals, predict
+    from vaanet.train.metrics import _intervals, box_overlap, predict
 
     style, preset, *_ = folder.name.split("_")
     split = Path(cache) / "splits" / ("_".join(folder.name.split("_")[-2:]) + ".csv")
@@ -41,15 +41,10 @@ def analyse(folder: Path, cache: str, truth_path: str, config: str) -> str:
     if len(pred["spatial"]):
         truth = pd.read_csv(truth_path, dtype={"video_id": str}).set_index("video_id")
         s = feature_size(cfg.model.crop_size, cfg.model.no_max_pool)
-        cell = cfg.model.crop_size / s
-        edges = np.arange(s + 1) * cell
         key, other, ceiling = [], [], []
         for r, vid in enumerate(pred["video_ids"]):
             t = truth.loc[vid]
-            y0, x0, H, W = pred["crop"][r]
-            ys = np.clip(np.minimum(y0 + edges[1:], t["box_y1"] * H) - np.maximum(y0 + edges[:-1], t["box_y0"] * H), 0, None)
-            xs = np.clip(np.minimum(x0 + edges[1:], t["box_x1"] * W) - np.maximum(x0 + edges[:-1], t["box_x0"] * W), 0, None)
-            overlap = (ys[:, None] * xs[None, :]).reshape(-1) / cell**2
+            overlap = box_overlap(t, pred["crop"][r], s, cfg.model.crop_size)
             keys = _intervals(t["key_times"])
             is_key = np.array([any(a <= c < b for a, b in keys) for c in pred["centres"][r]])
             a = pred["spatial"][r] / pred["spatial"][r].sum(-1, keepdims=True)

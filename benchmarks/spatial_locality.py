@@ -32,7 +32,7 @@ def analyse(folder: str, preset: str, cache: str, truth_path: str, config: str, 
     from vaanet.config import load_config
     from vaanet.models.vaanet import VAANet, feature_size
     from vaanet.train.loop import _loaders
-    from vaanet.train.metrics import _intervals
+    from vaanet.train.metrics import _intervals, box_overlap
 
     split = Path(cache) / "splits" / ("split_00.csv" if folder == "init" else "_".join(Path(folder).name.split("_")[-2:]) + ".csv")
     cfg = load_config(config, [f"model.preset={preset}", f"data.cache={cache}", f"data.split={split}",
@@ -45,8 +45,6 @@ def analyse(folder: str, preset: str, cache: str, truth_path: str, config: str, 
     truth = pd.read_csv(truth_path, dtype={"video_id": str}).set_index("video_id")
     loaders, _, _ = _loaders(cfg, 0, 1, False)
     side = feature_size(cfg.model.crop_size, cfg.model.no_max_pool)
-    cell = cfg.model.crop_size / side
-    edges = np.arange(side + 1) * cell
     change = {"in": [], "out": []}
     act = {"in": [], "out": []}
     sal = {(tau, key): [] for tau in TAUS for key in (True, False)}
@@ -57,9 +55,7 @@ def analyse(folder: str, preset: str, cache: str, truth_path: str, config: str, 
                 y0, x0, H, W = (float(x) for x in batch["crop"][b])
                 t = truth.loc[vid]
                 by0, by1, bx0, bx1 = t.box_y0 * H - y0, t.box_y1 * H - y0, t.box_x0 * W - x0, t.box_x1 * W - x0
-                ys = np.clip(np.minimum(edges[1:], by1) - np.maximum(edges[:-1], by0), 0, None)
-                xs = np.clip(np.minimum(edges[1:], bx1) - np.maximum(edges[:-1], bx0), 0, None)
-                overlap = (ys[:, None] * xs[None, :]).reshape(-1) / cell**2
+                overlap = box_overlap(t, (y0, x0, H, W), side, cfg.model.crop_size)
                 greyed = v[b:b + 1].clone()
                 grey = greyed[..., :3, :3].mean(dim=(-1, -2), keepdim=True)  # the frame's corner: background
                 greyed[..., max(int(by0), 0):int(np.ceil(by1)), max(int(bx0), 0):int(np.ceil(bx1))] = grey

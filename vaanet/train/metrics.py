@@ -69,6 +69,19 @@ def _intervals(text) -> list[tuple[float, float]]:
     return [tuple(float(x) for x in part.split("-")) for part in text.split(";")]
 
 
+def box_overlap(truth_row, crop, feature_side: int, crop_size: int) -> np.ndarray:
+    """Share of each of the feature_side**2 conv5 cells (row-major) inside the evidence box of ``truth_row``
+    (box_x0..box_y1 as fractions of the frame), for a crop ``(y0, x0, H, W)``: offset and resized frame size."""
+    y0, x0, H, W = crop
+    cell = crop_size / feature_side
+    edges = np.arange(feature_side + 1) * cell
+    by0, by1 = truth_row["box_y0"] * H, truth_row["box_y1"] * H
+    bx0, bx1 = truth_row["box_x0"] * W, truth_row["box_x1"] * W
+    ys = np.clip(np.minimum(y0 + edges[1:], by1) - np.maximum(y0 + edges[:-1], by0), 0, None)
+    xs = np.clip(np.minimum(x0 + edges[1:], bx1) - np.maximum(x0 + edges[:-1], bx0), 0, None)
+    return (ys[:, None] * xs[None, :]).reshape(-1) / cell**2
+
+
 def attention_metrics(pred: dict, truth: pd.DataFrame | None, feature_side: int | None = None,
                       crop_size: int | None = None) -> dict[str, float]:
     """Mean temporal attention per segment (normalised per video); with ground truth, the share of
@@ -99,17 +112,10 @@ def attention_metrics(pred: dict, truth: pd.DataFrame | None, feature_side: int 
         out["temporal_on_key"], out["temporal_on_key_uniform"] = float(np.mean(on_key)), float(np.mean(chance))
     spatial = pred.get("spatial")
     if spatial is not None and len(spatial) and feature_side and crop_size and len(pred["crop"]):
-        s, cell = feature_side, crop_size / feature_side
-        edges = np.arange(s + 1) * cell
         in_box, chance = [], []
         for vid in ids:
             r = position[vid]
-            y0, x0, H, W = pred["crop"][r]
-            t = truth.loc[vid]
-            bx0, bx1, by0, by1 = t["box_x0"] * W, t["box_x1"] * W, t["box_y0"] * H, t["box_y1"] * H
-            ys = np.clip(np.minimum(y0 + edges[1:], by1) - np.maximum(y0 + edges[:-1], by0), 0, None)
-            xs = np.clip(np.minimum(x0 + edges[1:], bx1) - np.maximum(x0 + edges[:-1], bx0), 0, None)
-            overlap = (ys[:, None] * xs[None, :]).reshape(-1) / cell**2  # share of each cell inside the box
+            overlap = box_overlap(truth.loc[vid], pred["crop"][r], feature_side, crop_size)
             a = spatial[r] / np.clip(spatial[r].sum(-1, keepdims=True), 1e-12, None)  # [t, m]
             in_box.append(float((a * overlap[None]).sum(-1).mean()))
             chance.append(float(overlap.mean()))
