@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,23 +22,24 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 
-def analyse(folder: Path, cache: str, truth_path: str, config: str) -> str:
-    from vaanet.config import load_config
-    from vaanet.models.vaanet import VAANet, feature_size
+def measure(folder: Path, cache: str, truth_path: str) -> dict:
+    """The figures of one run folder (``<style>_<preset>_split_NN``), on its split's validation videos.
+
+    The network and the data settings are the run's own (its checkpoint's effective config): a ``--set`` of
+    the benchmark such as ``model.spatial_init=saliency`` changes more than the weights, so a network rebuilt
+    from a yaml would compute other attention maps from the same weights. Only the paths come from here."""
+    from vaanet.models.vaanet import feature_size
+    from vaanet.predict import load_checkpoint
     from vaanet.train.loop import _loaders
     from vaanet.train.metrics import _intervals, box_overlap, predict
 
-    style, preset, *_ = folder.name.split("_")
     split = Path(cache) / "splits" / ("_".join(folder.name.split("_")[-2:]) + ".csv")
-    cfg = load_config(config, [f"model.preset={preset.replace('-', '+')}", f"model.attention_style={style}",
-                               f"data.cache={cache}", f"data.split={split}", f"data.truth={truth_path}", "data.num_workers=0"])
-    state = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)
-    model = VAANet(cfg.model)
-    model.load_state_dict(state["model"])
+    model, trained, _ = load_checkpoint(folder / "best_model.pt")
+    cfg = replace(trained, data=replace(trained.data, cache=str(cache), split=str(split), truth=str(truth_path),
+                                        num_workers=0))
     loaders, _, _ = _loaders(cfg, 0, 1, False)
     pred = predict(model, loaders["val"], torch.device("cpu"))
-    acc = float((pred["probs"].argmax(1) == pred["labels"]).mean())
-    line = f"{folder.name}: val acc {acc:.3f}"
+    out = {"val_acc": float((pred["probs"].argmax(1) == pred["labels"]).mean())}
     if len(pred["spatial"]):
         truth = pd.read_csv(truth_path, dtype={"video_id": str}).set_index("video_id")
         s = feature_size(cfg.model.crop_size, cfg.model.no_max_pool)
@@ -53,12 +55,23 @@ def analyse(folder: Path, cache: str, truth_path: str, config: str) -> str:
             other += list(ratio[~is_key])
             ceiling.append(overlap.max() / overlap.mean())
         A = pred["spatial"] / pred["spatial"].sum(-1, keepdims=True)
-        line += (f"; spatial in box / uniform: key segments {np.mean(key):.2f}, other segments {np.mean(other):.2f} "
-                 f"(all mass on the best cell: {np.mean(ceiling):.2f}); mean map "
-                 + " / ".join(" ".join(f"{v:.2f}" for v in row) for row in A.mean((0, 1)).reshape(s, s)))
+        out.update(key=float(np.mean(key)), other=float(np.mean(other)), ceiling=float(np.mean(ceiling)),
+                   mean_map=A.mean((0, 1)).reshape(s, s))
     if len(pred["temporal"]):
         T = pred["temporal"] / np.clip(pred["temporal"].sum(1, keepdims=True), 1e-12, None)
-        line += f"; mean largest temporal share {T.max(1).mean():.2f}"
+        out["largest_temporal_share"] = float(T.max(1).mean())
+    return out
+
+
+def analyse(folder: Path, cache: str, truth_path: str) -> str:
+    m = measure(folder, cache, truth_path)
+    line = f"{folder.name}: val acc {m['val_acc']:.3f}"
+    if "key" in m:
+        line += (f"; spatial in box / uniform: key segments {m['key']:.2f}, other segments {m['other']:.2f} "
+                 f"(all mass on the best cell: {m['ceiling']:.2f}); mean map "
+                 + " / ".join(" ".join(f"{v:.2f}" for v in row) for row in m["mean_map"]))
+    if "largest_temporal_share" in m:
+        line += f"; mean largest temporal share {m['largest_temporal_share']:.2f}"
     return line
 
 
@@ -67,11 +80,10 @@ def main(argv=None) -> None:
     p.add_argument("folders", nargs="+")
     p.add_argument("--cache", default="data/synth/cache")
     p.add_argument("--truth", default="data/synth/videos/synth_truth.csv")
-    p.add_argument("--config", default=str(REPO / "configs" / "synth_quick.yaml"))
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     for f in a.folders:
-        print(analyse(Path(f), a.cache, a.truth, a.config), flush=True)
+        print(analyse(Path(f), a.cache, a.truth), flush=True)
 
 
 if __name__ == "__main__":

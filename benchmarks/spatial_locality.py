@@ -15,6 +15,7 @@ Diagnosis only (issue #12, docs/attention.md "round 3"); reads the truth after t
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -31,16 +32,19 @@ TAUS = (1, 3, 10)
 def analyse(folder: str, preset: str, cache: str, truth_path: str, config: str, sets: list[str]) -> str:
     from vaanet.config import load_config
     from vaanet.models.vaanet import VAANet, feature_size
+    from vaanet.predict import load_checkpoint
     from vaanet.train.loop import _loaders
     from vaanet.train.metrics import _intervals, box_overlap
 
     split = Path(cache) / "splits" / ("split_00.csv" if folder == "init" else "_".join(Path(folder).name.split("_")[-2:]) + ".csv")
     cfg = load_config(config, [f"model.preset={preset}", f"data.cache={cache}", f"data.split={split}",
                                f"data.truth={truth_path}", "data.num_workers=0", *sets])
-    torch.manual_seed(0)
-    model = VAANet(cfg.model)
-    if folder != "init":
-        model.load_state_dict(torch.load(Path(folder) / "best_model.pt", map_location="cpu", weights_only=False)["model"])
+    if folder == "init":
+        torch.manual_seed(0)
+        model = VAANet(cfg.model)
+    else:  # the network as the run built it (its checkpoint's effective config), not the yaml's
+        model, trained, _ = load_checkpoint(Path(folder) / "best_model.pt")
+        cfg = replace(cfg, model=trained.model)
     model.eval()
     truth = pd.read_csv(truth_path, dtype={"video_id": str}).set_index("video_id")
     loaders, _, _ = _loaders(cfg, 0, 1, False)

@@ -103,6 +103,52 @@ def test_background_sets_each_videos_grey_and_the_default_set_is_unchanged(tmp_p
     assert SynthConfig().background == (90.0, 150.0)  # the range the demo's set has always used
 
 
+def test_exposure_scales_each_video_and_brightens_the_key_segments(tmp_path):
+    from vaanet.data.ingest import decode_video
+
+    small = dict(videos_per_class=1, duration=2.0, fps=8, resolutions=((48, 48),), distractors=0, key_flash=0.0,
+                 background=(100.0, 100.0), noise=0.0)
+    generate(tmp_path / "v", SynthConfig(**small, exposure=(0.5, 0.5), key_exposure=2.0), workers=1)
+    truth = pd.read_csv(tmp_path / "v" / "synth_truth.csv").set_index("video_id")
+    frames = np.asarray(decode_video(str(tmp_path / "v" / "Joy" / "joy_000.mp4"), 48, None)[0], np.float32)
+    T = len(frames)
+    seg = np.minimum((np.arange(T) * 4) // T, 3)
+    keys = [int(k) for k in str(truth.loc["joy_000", "key_segments"]).split(";")]
+    corner = frames[:, :4, :4].mean(axis=(1, 2, 3))
+    key = np.isin(seg, keys)
+    assert abs(corner[~key].mean() - 50) < 12 and abs(corner[key].mean() - 100) < 12, corner  # 100 x 0.5 (x 2)
+    assert SynthConfig().exposure == (1.0, 1.0) and SynthConfig().key_exposure == 1.0  # the demo's set: off
+    with pytest.raises(ValueError, match="exposure"):
+        SynthConfig(exposure=(0.8, 0.5))
+
+
+def test_per_segment_diagnosis_scores_the_network_the_run_trained(synth_root, synth_cache, tmp_path):
+    """benchmarks/attention_per_segment.py rebuilds a run's network from its checkpoint's config, not from a
+    yaml: with model.spatial_init=saliency the same weights give other maps in a network built otherwise.
+    Its validation accuracy is the benchmark's own (attention_recovery.validation_metrics) for the same run."""
+    import importlib.util
+    from pathlib import Path
+
+    from conftest import tiny_config
+    from vaanet.train import fit_local
+
+    def tool(name):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{
+        "model.preset": "VS", "model.attention_style": "paper", "model.spatial_init": "saliency",
+        "model.no_max_pool": "true", "optim.epochs": 1, "data.audio_frames": 4})
+    folder = tmp_path / "paper_VS_split_00"
+    fit_local(cfg, folder)
+    m = tool("attention_per_segment").measure(folder, synth_cache, synth_root / "synth_truth.csv")
+    assert m["mean_map"].shape == (2, 2) and abs(m["mean_map"].sum() - 1) < 1e-5
+    assert m["val_acc"] == pytest.approx(tool("attention_recovery").validation_metrics(cfg, folder)["val_acc"])
+
+
 # ---- the scale fix --------------------------------------------------------------------------------
 def _embedding(preset: str, style: str, average: bool = False) -> torch.Tensor:
     torch.manual_seed(0)

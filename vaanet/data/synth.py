@@ -67,6 +67,8 @@ class SynthConfig:
     ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
     background: tuple[float, float] = (90.0, 150.0)  # each video's grey level is drawn from this range (0-255)
+    exposure: tuple[float, float] = (1.0, 1.0)  # each video's whole frame x a gain drawn from this range ...
+    key_exposure: float = 1.0  # ... and x this in the key segments (box and squares too: a key cue the box shows)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
     confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
     tint_key_segments: bool = False  # confuser_tint also in the key segments (a random pair colour, label-free)
@@ -88,6 +90,9 @@ class SynthConfig:
             raise ValueError(f"distractor_colours must be 'between' or 'pairs', got {self.distractor_colours!r}")
         if self.box_ring < 0:
             raise ValueError(f"box_ring must be >= 0, got {self.box_ring}")
+        if not 0 < self.exposure[0] <= self.exposure[1] or not self.key_exposure > 0:
+            raise ValueError(f"need 0 < exposure[0] <= exposure[1] and key_exposure > 0, got {self.exposure}, "
+                             f"{self.key_exposure}")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -118,7 +123,7 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
             confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False,
-            grey_range=(90.0, 150.0)):
+            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0):
     x0, y0, side = box
     base = rng.uniform(*grey_range) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
@@ -136,6 +141,8 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and (tint_keys or s not in keys)
                  else 0.0)
              for s in range(int(seg_of_frame.max()) + 1)}
+    # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
+    gain = float(rng.uniform(*exposure)) if exposure != (1.0, 1.0) else 1.0
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
@@ -146,6 +153,8 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
         if ring:
             img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
+        if gain != 1.0 or key_exposure != 1.0:
+            img *= gain * (key_exposure if s in keys else 1.0)
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
@@ -206,7 +215,8 @@ def _make_video(job: dict) -> dict:
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
                      cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
-                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background)
+                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background,
+                     tuple(cfg.exposure), cfg.key_exposure)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
