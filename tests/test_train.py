@@ -45,6 +45,20 @@ def test_local_run_learns_and_is_tracked(reference_run):
     assert conf.values.sum() == 8  # every test video once
 
 
+def test_final_checkpoint_holds_the_last_epochs_weights_and_best_model_the_selected(reference_run):
+    """The last checkpoint says epoch N: its weights are epoch N's (they were the selected model's, loaded
+    for the test); the selected weights are best_model.pt, beside it and in the run folder."""
+    cfg, final, tmp = reference_run
+    folder = tmp / "run" / "checkpoints" / "last"
+    state = torch.load(folder / "state.pt", weights_only=True)
+    selected = torch.load(tmp / "run" / "best_model.pt", weights_only=True)
+    assert state["epoch"] == cfg.optim.epochs - 1
+    assert final["best_epoch"] < cfg.optim.epochs  # this run selects an earlier epoch: the two must differ
+    assert not all(torch.equal(state["model"][k], selected["model"][k]) for k in selected["model"])
+    beside = torch.load(folder / "best_model.pt", weights_only=True)
+    assert all(torch.equal(beside["model"][k], selected["model"][k]) for k in selected["model"])
+
+
 def test_same_seed_same_metrics_and_resume_after_kill(reference_run, synth_root, synth_cache, tmp_path):
     _, final, ref_tmp = reference_run
     cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"run.fail_at_epoch": 1})

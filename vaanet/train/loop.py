@@ -453,6 +453,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
 
     # ---- test: the selected model, once ----
     m = model.module if hasattr(model, "module") else model
+    last_weights = _state_dict(model)  # the final checkpoint holds the last epoch's weights, as its epoch says
     m.load_state_dict(best_weights)
     hold("test", session.poll)
     pred = _gather(predict(model, loaders["test"], device, amp), world)
@@ -475,6 +476,7 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
         tracker.finish("FINISHED")
     hold("final")
+    m.load_state_dict(last_weights)  # the selected weights travel as best_model.pt beside state.pt
     _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, tracker, cfg, out_dir,
                            {**final, "val_acc": best["val_acc"]}, final, True)
     return final
