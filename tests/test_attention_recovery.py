@@ -147,6 +147,12 @@ def test_per_segment_diagnosis_scores_the_network_the_run_trained(synth_root, sy
     m = tool("attention_per_segment").measure(folder, synth_cache, synth_root / "synth_truth.csv")
     assert m["mean_map"].shape == (2, 2) and abs(m["mean_map"].sum() - 1) < 1e-5
     assert m["val_acc"] == pytest.approx(tool("attention_recovery").validation_metrics(cfg, folder)["val_acc"])
+    # benchmarks/box_pressure.py reads the same run: a finite pull in the key and the other segments, and one
+    # that changes when the gradient through A^T is cut only if the run has temporal attention (VS has none)
+    pressure = tool("box_pressure")
+    pull = pressure.measure(folder, synth_cache, synth_root / "synth_truth.csv", passes=1)
+    assert all(np.isfinite(v) for v in pull.values())
+    assert pressure.measure(folder, synth_cache, synth_root / "synth_truth.csv", detach_temporal=True, passes=1) == pull
 
 
 # ---- the scale fix --------------------------------------------------------------------------------
