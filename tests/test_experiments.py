@@ -245,3 +245,18 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     stats = summary_stats(frame[frame["row"] != "VS"], study)
     assert summary_table(frame, study, stats).set_index("row").loc["VS+VCW+VT", "spatial_x_uniform"] == "2.00 ± 0.00"
     assert attention_verdict(stats).startswith("planted evidence NOT recovered")
+    # a row named by more than its preset (the loss comparison's "VS+VCW+VT_ce"; a lambda sweep's "0.5" with the
+    # preset among the study's fixed overrides) is judged by its preset's attentions
+    from vaanet.tune.study import row_presets
+
+    loss = Study(name="loss_comparison", tables={}, grid=[{"model.preset": "VS+VCW+VT", "optim.loss": "ce"}],
+                 row_keys=("model.preset", "optim.loss"))
+    lam = Study(name="lambda_sweep", tables={}, grid=[{"optim.lam": 0.5}], row_keys=("optim.lam",),
+                extra={"model.preset": "VS+VCW+VT"})
+    for st, name in ((loss, "VS+VCW+VT_ce"), (lam, "0.5")):
+        assert row_presets(st) == {name: "VS+VCW+VT"}
+        weak = pd.DataFrame([{"row": name, "metric": "temporal_x_uniform", "n": 3, "mean": 1.1},
+                             {"row": name, "metric": "spatial_x_uniform", "n": 3, "mean": 2.5}])
+        verdict = attention_verdict(weak, presets=row_presets(st))
+        assert verdict.startswith("planted evidence NOT recovered") and f"{name} 1.10x uniform (not met)" in verdict
+    assert "VS+VCW+VT_ce 1.10x" in attention_verdict(weak.assign(row="VS+VCW+VT_ce"))  # no presets: the name's prefix

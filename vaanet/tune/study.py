@@ -351,15 +351,26 @@ def _mean_std(mean: float, std: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—"
 
 
-def attention_verdict(stats: pd.DataFrame, target: float = 2.0) -> str | None:
+def row_presets(study: Study) -> dict[str, str]:
+    """Each grid row's model preset (from the row, else the study's fixed overrides), by row name."""
+    return {study.row_name(row): str({**study.extra, **row}.get("model.preset", "")) for row in study.grid}
+
+
+def attention_verdict(stats: pd.DataFrame, target: float = 2.0, presets: dict[str, str] | None = None) -> str | None:
     """One line: did the attentions find the planted evidence (mean ratio to uniform >= ``target`` in
     every row that has that attention)? Judged on :func:`summary_stats` (unrounded); None when the study
-    has no attention-vs-truth metrics."""
+    has no attention-vs-truth metrics. Which attentions a row has comes from its preset (``presets``, row
+    name -> preset, see :func:`row_presets`), else from the row name's part before any "_" (a row
+    "VS+VCW+VT_ce" of the loss comparison has temporal attention)."""
+    def attentions(row) -> list[str]:
+        preset = (presets or {}).get(str(row)) or str(row).split("_")[0]
+        return preset.split("+")
+
     checks = []
     for column, attention, what in (("temporal_x_uniform", "VT", "temporal attention on the key segments"),
                                     ("spatial_x_uniform", "VS", "spatial attention in the evidence box")):
         part = stats[(stats["metric"] == column) & (stats["n"] > 0)]
-        rows = [(r["row"], float(r["mean"])) for _, r in part.iterrows() if attention in str(r["row"]).split("+")]
+        rows = [(r["row"], float(r["mean"])) for _, r in part.iterrows() if attention in attentions(r["row"])]
         if rows:
             low = min(ratio for _, ratio in rows)
             checks.append((low >= target, f"{what} {', '.join(f'{n} {v:.2f}x' for n, v in rows)} uniform"))
@@ -617,7 +628,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std over {len(split_files)} split(s) x "
           f"{len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
     print(table.to_string(index=False))
-    verdict = attention_verdict(stats)
+    verdict = attention_verdict(stats, presets=row_presets(study))
     if verdict:
         print(verdict)
     failed = frame[frame["status"] != "ok"]
