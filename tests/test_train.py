@@ -179,6 +179,12 @@ def test_a_run_folder_resumes_only_its_own_configuration(synth_root, synth_cache
     other = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "optim.lr": 0.01})
     with pytest.raises(ValueError, match=r"another configuration \(optim.lr: 0.001 -> 0.01\)"):
         fit_local(other, tmp_path / "run")
+    # another seed is another run: not the finished seed-0 result under seed 1's name (nor, mid-run, a mix)
+    with pytest.raises(ValueError, match=r"another configuration \(run.seed: 0 -> 1\)"):
+        fit_local(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "run.seed": 1}), tmp_path / "run")
+    # what does not change the numbers may change: threads, checkpoint interval, tags
+    assert fit_local(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "run.threads": 2}),
+                     tmp_path / "run")["test_acc"] >= 0
     # a checkpoint written before a config key existed (here model.audio_width) resumes when the key has
     # its default, which is the behaviour of that time
     import torch

@@ -230,6 +230,9 @@ def _progress(iterable, total, enabled):
     return tqdm(iterable, total=total, leave=False, unit="step")
 
 
+RESUME_RUN_KEYS = ("seed", "bf16", "compile")  # run.* keys a run folder must match to be resumed or reused
+
+
 def _check_same_config(saved: dict, cfg: Config, out_dir: Path) -> None:
     """A run folder resumes only the configuration it was started with."""
     now = cfg.to_dict()
@@ -239,6 +242,10 @@ def _check_same_config(saved: dict, cfg: Config, out_dir: Path) -> None:
         pass  # compared as stored
     diff = [f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}" for section in ("model", "data", "optim")
             for k, v in now[section].items() if saved.get(section, {}).get(k) != v]
+    # what the run computes depends on these too (the seed draws the initial weights and the batches); the rest
+    # of run.* (name, folders, tracking, threads, checkpoint interval, tags, fault injection) does not
+    diff += [f"run.{k}: {saved.get('run', {}).get(k)!r} -> {now['run'][k]!r}" for k in RESUME_RUN_KEYS
+             if saved.get("run", {}).get(k, now["run"][k]) != now["run"][k]]
     if diff:
         raise ValueError(f"{out_dir} holds a run of another configuration ({'; '.join(diff[:4])}); "
                          "give this one its own run.name (or delete the folder to start over)")
