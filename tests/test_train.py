@@ -200,3 +200,23 @@ def test_a_run_folder_resumes_only_its_own_configuration(synth_root, synth_cache
     with pytest.raises(ValueError, match=r"another configuration \(model.audio_width: 1.0 -> 0.5\)"):
         fit_local(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "model.audio_width": 0.5}),
                   tmp_path / "run")
+
+
+def test_every_step_trains_on_exactly_the_batch_size(synth_root, synth_cache, tmp_path):
+    """A micro-batch that does not divide the batch, or a batch that does not split over the workers, would
+    make each step train on more (or fewer) videos than optim.batch_size says: refused, naming a divisor."""
+    from vaanet.config import OptimConfig
+    from vaanet.train.loop import _loaders
+
+    with pytest.raises(ValueError, match=r"micro_batch=10 does not divide optim.batch_size=32: each step would "
+                                         r"train on 40 videos; use a divisor \(1, 2, 4, 8, 16, 32\)"):
+        OptimConfig(batch_size=32, micro_batch=10)
+    assert OptimConfig(batch_size=32, micro_batch=8).micro_batch == 8 and OptimConfig(batch_size=4, micro_batch=8)
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.batch_size": 8, "optim.micro_batch": 4})
+    assert _loaders(cfg, 0, 1, False)[2] == 2  # two micro-batches of 4 per step
+    with pytest.raises(ValueError, match=r"batch_size=8 does not split over 3 workers: each step would train on 6"):
+        _loaders(cfg, 0, 3, False)
+    with pytest.raises(ValueError, match=r"micro_batch=4 does not divide the 6 videos per worker .* each step "
+                                         r"would train on 16 videos; use a divisor \(1, 2, 3, 6\)"):
+        _loaders(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.batch_size": 12, "optim.micro_batch": 4}),
+                 0, 2, False)

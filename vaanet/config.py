@@ -61,6 +61,14 @@ class OptimConfig:
             raise ValueError(f"optim.loss must be 'pcce' or 'ce', got {self.loss!r}")
         if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.micro_batch < 0 or self.lam < 0:
             raise ValueError("optim: need lr > 0, epochs >= 1, batch_size >= 1, micro_batch >= 0, lam >= 0")
+        if self.micro_batch and self.micro_batch < self.batch_size and self.batch_size % self.micro_batch:
+            raise ValueError(f"optim.micro_batch={self.micro_batch} does not divide optim.batch_size={self.batch_size}: "
+                             f"each step would train on {-(-self.batch_size // self.micro_batch) * self.micro_batch} "
+                             f"videos; use a divisor ({divisors(self.batch_size)})")
+
+
+def divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
     @property
     def effective_lambda(self) -> float:

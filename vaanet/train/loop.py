@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config
+from ..config import Config, divisors
 from ..data.dataset import EpochSampler, VideoEmotionDataset
 from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
@@ -167,8 +167,16 @@ def _loaders(cfg: Config, rank: int, world: int, pin: bool):
     train = VideoEmotionDataset(d.cache, d.split, "train", **kw)
     val = VideoEmotionDataset(d.cache, d.split, "val", **kw)
     test = VideoEmotionDataset(d.cache, d.split, "test", **kw)
-    per_worker = max(1, cfg.optim.batch_size // world)
+    # every step trains on exactly optim.batch_size videos: batch_size / world per worker, in equal micro-batches
+    if cfg.optim.batch_size % world:
+        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} does not split over {world} workers: each step "
+                         f"would train on {max(1, cfg.optim.batch_size // world) * world} videos; use a multiple of {world}")
+    per_worker = cfg.optim.batch_size // world
     micro = min(cfg.optim.micro_batch or per_worker, per_worker)
+    if per_worker % micro:
+        raise ValueError(f"optim.micro_batch={micro} does not divide the {per_worker} videos per worker "
+                         f"(optim.batch_size={cfg.optim.batch_size} over {world} workers): each step would train on "
+                         f"{-(-per_worker // micro) * micro * world} videos; use a divisor ({divisors(per_worker)})")
     common = dict(num_workers=d.num_workers, pin_memory=pin, persistent_workers=d.num_workers > 0)
     if d.num_workers > 0:
         common["prefetch_factor"] = 2
