@@ -190,6 +190,27 @@ def test_study_request_errors_are_one_line_before_any_work(tmp_path, monkeypatch
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()  # nothing generated or started
 
 
+def test_lambda_sweep_keeps_what_set_asks_for(tmp_path, monkeypatch, capsys):
+    """The sweep fixes model.preset for every trial: a preset switch given with --set would be set again by
+    the preset in every trial (silently lost), so it is refused; --set model.preset replaces the preset in the
+    grid's trials and in a search's trials alike."""
+    import runpy
+
+    from vaanet.tune.study import _check_sets, search_fixed
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lambda_sweep.py", "--output", str(tmp_path / "runs"), "--set", "model.audio=false"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "experiments" / "lambda_sweep.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "fixes model.preset=VS+VCW+VT+AT, which sets model.audio" in err, err
+    sweep = runpy.run_path(str(REPO / "experiments" / "lambda_sweep.py"))["study"]((0.5,))
+    replaced = _check_sets(sweep, ["model.preset=VS+VCW+VT"])
+    assert replaced == {"model.preset": "VS+VCW+VT"}
+    fixed = search_fixed(sweep, replaced, Path("s/split_00.csv"), 3)
+    assert fixed["model.preset"] == "VS+VCW+VT" and fixed["run.seed"] == 3 and fixed["optim.loss"] == "pcce"
+
+
 def test_study_request_error_from_the_shell_has_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "experiments" / "ablation.py"), "--set", "optim.lr=nan"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -185,6 +185,11 @@ def _check_sets(study: Study, sets: list[str]) -> dict[str, Any]:
         grid_keys |= {f"model.{k}" for k in PRESET_SWITCHES}
     replaced = {}
     for key, value in parse_overrides(sets):
+        if key.removeprefix("model.") in PRESET_SWITCHES and "model.preset" in study.extra:
+            # every trial's overrides name the preset, which sets all its switches again: this one would be lost
+            raise ValueError(f"--set {key}={value}: the {study.name} study fixes model.preset="
+                             f"{study.extra['model.preset']}, which sets {key} in every trial; choose another "
+                             "preset with --set model.preset=NAME instead")
         if key in grid_keys:
             rows = sorted({str(r[key]) for r in study.grid if key in r})
             raise ValueError(f"--set {key}={value}: the {study.name} study sets {key} per row "
@@ -590,7 +595,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         return parent
 
     if search:
-        return _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start)
+        return _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start,
+                           replaced)
 
     frame = results_frame(points, train_root)
     todo = [p for p, status in zip(points, frame["status"]) if status != "ok"]
@@ -676,7 +682,14 @@ def _tuner(args, base: Config, space: dict, concurrent: int, output: Path, name:
     )
 
 
-def _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start):
+def search_fixed(study: Study, replaced: dict, split: Path, seed: int) -> dict:
+    """What every trial of a search sets besides the sampled values: the study's fixed overrides, as replaced
+    by --set (the user's value wins, as in the grid), the split and the seed."""
+    return {**study.extra, **replaced, "data.split": str(split), "run.seed": seed}
+
+
+def _run_search(study, args, base, split_files, state, state_file, open_parent, output, report_dir, start,
+                replaced: dict):
     """Optuna TPE over lambda and learning rate with ASHA early stopping, selecting on validation
     accuracy only (the test metrics are recorded, never used to choose). A finished search prints its
     stored result; an unfinished one continues with --resume (Tune restores the searcher)."""
@@ -704,7 +717,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
         tuner = tune.Tuner.restore(str(path), trainable=trainable(resources), resume_errored=True)
     else:
         space = {"optim__lam": tune.uniform(0.0, 4.0), "optim__lr": tune.loguniform(1e-5, 1e-2)}
-        fixed = {**study.extra, "data.split": str(split_files[0]), "run.seed": seed}
+        fixed = search_fixed(study, replaced, split_files[0], seed)
         tags = {"study": study.name, "table": "lambda", "dataset": args.dataset, "experiment": experiment,
                 "mlflow.parentRunId": parent, "mlflow.source.name": Path(sys.argv[0]).name}
         tune_config = tune.TuneConfig(
