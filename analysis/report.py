@@ -66,12 +66,18 @@ def build_tables(runs) -> list[Table]:
 
 def write_reports(experiment: str | list[str], uri: str | None = None, out: str | Path | None = None,
                   formats=TABLE_FORMATS, compare_paper: bool = True, log=print, figure_format: str = "png",
-                  std: str = "row") -> list[Path]:
-    """Print the tables and write tables and figures; ``std``: row | inline | none (see ``tables.to_latex``)."""
+                  std: str = "row", parent: str | None = None, all_studies: bool = False) -> list[Path]:
+    """Print the tables and write tables and figures; ``std``: row | inline | none (see ``tables.to_latex``);
+    ``parent``/``all_studies``: which study's trials (see ``runs.load_runs``)."""
     names = [experiment] if isinstance(experiment, str) else list(experiment)
     uri = uri or default_tracking_uri()
     check_store(uri, names)
-    runs = load_runs(names, uri)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = load_runs(names, uri, parent, all_studies)
+    for w in caught:
+        log(f"WARNING: {w.message}")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if runs.empty:
         raise ValueError(f"experiment(s) {names} hold no runs")
     out = Path(out or Path("reports") / names[0])
@@ -122,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--std", choices=("row", "inline", "none"), default="row",
                    help="LaTeX: std in a small row under the means, inline after each mean, or mean only")
     p.add_argument("--no-paper", action="store_true", help="do not print the difference to the paper's numbers")
+    p.add_argument("--all-studies", action="store_true", help="pool the trials of every run of a study in the "
+                   "experiment (default: the latest study run's only, with a warning naming what was left out)")
     a = p.parse_args(argv)
     formats = [f.strip() for f in a.format.split(",") if f.strip()]
     bad = set(formats) - set(TABLE_FORMATS) - set(FIGURE_FORMATS)
@@ -133,7 +141,7 @@ def main(argv=None) -> int:
     tables = tuple(f for f in formats if f in TABLE_FORMATS) or TABLE_FORMATS
     try:
         write_reports(a.experiment, a.mlflow_uri, a.out, tables, compare_paper=not a.no_paper,
-                      figure_format=(figure_formats or ["png"])[0], std=a.std)
+                      figure_format=(figure_formats or ["png"])[0], std=a.std, all_studies=a.all_studies)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

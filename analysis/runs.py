@@ -1,17 +1,26 @@
 """MLflow runs -> one tidy row per run."""
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
 from vaanet.train.tracking import default_tracking_uri
 
-TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role")
+TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role",
+        "mlflow.parentRunId")
 METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")
 POINT = ["mlflow_experiment", "study", "dataset", "row", "split", "seed"]  # one trial of a study
 
 
-def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFrame:
-    """Every run of the named MLflow experiments: tags, status and final metrics (in [0, 1])."""
+def load_runs(experiments: str | list[str], uri: str | None = None, parent: str | None = None,
+              all_studies: bool = False) -> pd.DataFrame:
+    """The runs of the named MLflow experiments: tags, status and final metrics (in [0, 1]).
+
+    A study's trials are its parent run's children (``mlflow.parentRunId``). A table holds one study: of the
+    trials of each (experiment, study), only those of the study run ``parent``, else of the latest one, are
+    kept (a rerun with other settings, e.g. after its folder was deleted, would otherwise be averaged with
+    the old one's trials); the others are left out with a warning. ``all_studies=True`` pools them all."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri or default_tracking_uri())
@@ -37,7 +46,29 @@ def load_runs(experiments: str | list[str], uri: str | None = None) -> pd.DataFr
             frame[metric] = float("nan")
     frame["lam"] = pd.to_numeric(frame["lam"], errors="coerce")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce")
+    frame = frame.rename(columns={"mlflow.parentRunId": "parent"})
+    if not all_studies:
+        frame = _one_study(frame, parent)
     return one_run_per_point(frame[frame["role"] != "study"])  # a study's parent run holds its summary
+
+
+def _one_study(frame: pd.DataFrame, parent: str | None) -> pd.DataFrame:
+    """Drop the trials of every study run but ``parent`` (else the latest) of each (experiment, study)."""
+    studies = frame[frame["role"] == "study"]
+    if parent is not None and parent not in set(studies["run_id"]):
+        raise ValueError(f"study run {parent} is not among the runs of {sorted(set(frame['mlflow_experiment']))}")
+    chosen = studies.sort_values(["start_time", "run_id"]).groupby(["mlflow_experiment", "study"]).tail(1)
+    if parent is not None:
+        mine = studies[studies["run_id"] == parent].iloc[0]
+        chosen = pd.concat([chosen[(chosen["mlflow_experiment"] != mine["mlflow_experiment"])
+                                   | (chosen["study"] != mine["study"])], studies[studies["run_id"] == parent]])
+    other = frame["parent"].isin(set(studies["run_id"]) - set(chosen["run_id"]))
+    if other.any():
+        left = frame[other]
+        warnings.warn(f"left out {len(left)} runs of {left['parent'].nunique()} other study run(s) in "
+                      f"{sorted(set(left['mlflow_experiment']))} (an earlier or another run of the same study): a "
+                      "table holds one study's trials; pass --all-studies to pool them", stacklevel=3)
+    return frame[~other]
 
 
 def one_run_per_point(frame: pd.DataFrame) -> pd.DataFrame:

@@ -311,3 +311,35 @@ def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
     matrix, classes, title = drawn[0]
     assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and title == "VS: summed over 2 runs"
     assert "Downloading artifacts" not in capfd.readouterr().err  # analysis turns MLflow's progress bars off
+
+
+def test_a_table_holds_one_study_run(tmp_path):
+    """Two runs of the ablation study in one experiment (the second after its folder was deleted, with one
+    split and other settings): a report holds one of them, by default the latest, and says what it left out."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    exp = client.create_experiment("ablation-synth")
+    studies = []
+    for accs in ([0.30, 0.31, 0.32], [0.90]):
+        parent = client.create_run(exp, tags={"role": "study", "study": "ablation", "dataset": "synth"}).info.run_id
+        studies.append(parent)
+        for split, acc in enumerate(accs):
+            _log(client, exp, {"study": "ablation", "table": "3", "dataset": "synth", "preset": "VS", "row": "VS",
+                               "split": f"split_{split:02d}", "seed": "0", "mlflow.parentRunId": parent},
+                 {"test_acc": acc})
+        client.set_terminated(parent, "FINISHED")
+        time.sleep(0.01)  # distinct start times
+    with pytest.warns(UserWarning, match=r"left out 3 runs of 1 other study run\(s\) .*--all-studies"):
+        latest = load_runs("ablation-synth", uri)
+    assert sorted(latest["test_acc"]) == [0.90]
+    with pytest.warns(UserWarning, match="left out 1 runs"):
+        first = load_runs("ablation-synth", uri, parent=studies[0])
+    assert sorted(first["test_acc"]) == [0.30, 0.31, 0.32]
+    pooled = load_runs("ablation-synth", uri, all_studies=True)  # one run per split: the latest of each
+    assert sorted(pooled["test_acc"]) == [0.31, 0.32, 0.90]
+    with pytest.raises(ValueError, match="is not among the runs"):
+        load_runs("ablation-synth", uri, parent="0" * 32)

@@ -67,12 +67,14 @@ class OptimConfig:
                              f"videos; use a divisor ({divisors(self.batch_size)})")
 
 
-def divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
-
     @property
     def effective_lambda(self) -> float:
         return 0.0 if self.loss == "ce" else self.lam
+
+
+def divisors(n: int) -> str:
+    """'1, 2, 4, 8' for 8: the batch sizes a micro-batch may have."""
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
 @dataclass

@@ -644,7 +644,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
     try:
-        frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir) and \
+        frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir, parent) and \
             frame.attrs.get("reported", True)
     except KeyboardInterrupt:  # Ctrl-C during the report: the study's parent run ends KILLED, not RUNNING
         if parent:
@@ -761,9 +761,10 @@ def _print_search(frame: pd.DataFrame, args, start: float) -> None:
     print(f"selected: lambda {best['lambda']:.3f}, lr {best['lr']:.2e} (val acc {best['best_val_acc']:.3f})")
 
 
-def _write_reports(experiment: str, uri: str, report_dir: Path) -> bool:
-    """The paper tables from MLflow; False (and one warning naming the command to rerun) when they
-    could not be written, which makes the study's exit status non-zero."""
+def _write_reports(experiment: str, uri: str, report_dir: Path, parent: str | None = None) -> bool:
+    """The paper tables from MLflow, of this study's trials (its parent run's children); False (and one
+    warning naming the command to rerun) when they could not be written, which makes the study's exit
+    status non-zero."""
     try:
         from analysis.report import write_reports
     except ImportError:
@@ -771,7 +772,8 @@ def _write_reports(experiment: str, uri: str, report_dir: Path) -> bool:
     hold("report")  # fault injection (tests only)
     try:
         # the study printed its own table: of the report, only its warnings and where it went
-        write_reports(experiment, uri, report_dir, log=lambda line: line.startswith(("WARNING", "wrote")) and print(line))
+        write_reports(experiment, uri, report_dir, parent=parent,
+                      log=lambda line: line.startswith(("WARNING", "wrote")) and print(line))
         return True
     except Exception as e:  # noqa: BLE001 - the trials are done and trials.csv is written; say what failed
         print(f"WARNING: the paper tables were not written ({type(e).__name__}: {str(e)[:300]}); rerun "
