@@ -59,7 +59,9 @@ def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], p
 
 
 def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str = "png") -> list[Path]:
-    """Summed test confusion matrix per preset, from the runs' confusion_matrix.csv artifacts."""
+    """Summed test confusion matrix per configuration (data set, study, preset, loss, lambda: only runs of one
+    configuration are summed), from the runs' confusion_matrix.csv artifacts. A file is named by its preset,
+    plus whichever of the other keys differ between the report's runs (e.g. confusion_VS_ve8.png)."""
     import mlflow
 
     from vaanet.figures import draw_confusion
@@ -67,7 +69,12 @@ def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str =
     plt = _plt()
     paths = []
     ok = runs[runs["status"] == "FINISHED"]
-    for preset, part in ok.groupby("preset"):
+    keys = [k for k in ("preset", "dataset", "study", "loss", "lam") if k in ok]
+    varying = [k for k in keys[1:] if ok[k].astype(str).nunique() > 1]
+    for values, part in ok.groupby(keys, dropna=False):
+        meta = dict(zip(keys, values))
+        preset = " ".join([str(meta["preset"])] + [f"{k} {meta[k]}" for k in varying])
+        stem = "_".join([str(meta["preset"]).replace("+", "-")] + [str(meta[k]) for k in varying])
         total = None
         for run_id in part["run_id"]:
             try:
@@ -82,7 +89,7 @@ def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str =
         fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(total), 1.5 + 0.55 * len(total)))
         draw_confusion(ax, total.values, list(total.columns), f"{preset}: summed over {len(part)} runs")
         fig.tight_layout()
-        paths.append(_save(fig, out / f"confusion_{preset.replace('+', '-')}.{fmt}"))
+        paths.append(_save(fig, out / f"confusion_{stem}.{fmt}"))
     return paths
 
 

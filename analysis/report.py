@@ -54,9 +54,12 @@ def build_tables(runs) -> list[Table]:
                 tables.append(main_table(sub, dataset))
         if study == "loss_comparison":
             tables.append(loss_table(part))
-        if study == "lambda_sweep":
-            tables.append(lambda_table(part))
-    synth = runs[runs["dataset"] == "synth"]
+        if study == "lambda_sweep":  # one table per data set: lambdas of VE-8 and E-6 are never pooled
+            for dataset, sub in part.groupby("dataset"):
+                tables.append(lambda_table(sub, dataset if part["dataset"].nunique() > 1 else None))
+    # the attention-vs-truth table compares the ablation's presets; the loss comparison's and the lambda sweep's
+    # synthetic runs (other losses, other lambdas under one preset) are not pooled into its rows
+    synth = runs[(runs["dataset"] == "synth") & (runs["study"] == "ablation")]
     if len(synth):
         t = attention_truth_table(synth)
         if t is not None:
@@ -99,14 +102,16 @@ def write_reports(experiment: str | list[str], uri: str | None = None, out: str 
             warnings.warn(msg, stacklevel=2)
             log(f"WARNING: {msg}")
     ok = runs[runs["status"] == "FINISHED"]
-    if "lambda_sweep" in set(runs["study"]) and len(ok):
-        written.append(figures.lambda_figure(runs[runs["study"] == "lambda_sweep"], out / f"lambda.{ext}"))
+    sweep = ok[ok["study"] == "lambda_sweep"]
+    for dataset, part in sweep.groupby("dataset"):  # one figure per data set, like the table
+        name = f"lambda_{dataset}" if sweep["dataset"].nunique() > 1 else "lambda"
+        written.append(figures.lambda_figure(part, out / f"{name}.{ext}"))
     for dataset, part in runs[runs["study"] == "ablation"].groupby("dataset"):
         classes = list(DATASET_CLASSES["e6" if dataset == "e6" else "ve8"])
         written.append(figures.per_class_figure(part, classes, ABLATION_ORDER, out / f"per_class_{dataset}.{ext}"))
     if len(ok):
         written += figures.confusion_figures(runs, uri, out, ext)
-    synth = runs[runs["dataset"] == "synth"]
+    synth = runs[(runs["dataset"] == "synth") & (runs["study"] == "ablation")]  # as the table
     if len(synth):
         p = figures.attention_truth_figure(synth, ABLATION_ORDER + ["V", "V+A"], out / f"attention_vs_truth.{ext}")
         if p:

@@ -135,7 +135,9 @@ def main_table(runs: pd.DataFrame, dataset: str) -> Table:
                  label_header=("Method",), latex_headers={"Accuracy": "Acc."})
 
 
-def lambda_table(runs: pd.DataFrame) -> Table:
+def lambda_table(runs: pd.DataFrame, dataset: str | None = None) -> Table:
+    """Accuracy per lambda over one data set's runs; ``dataset`` names the table (lambda_<dataset>) when a
+    report holds sweeps of several."""
     ok = runs[runs["status"] == "FINISHED"]
     rows = []
     missing = missing_points(runs.assign(lamkey=runs["lam"].astype(str)), "lamkey")
@@ -144,7 +146,9 @@ def lambda_table(runs: pd.DataFrame) -> Table:
         rows.append({"label": f"{lam:g}", "cells": {"Accuracy": summarize(part["test_acc"]),
                                                    "Polarity acc.": summarize(part.get("test_polarity_acc", []))},
                      "paper": {}, "missing": missing.get(str(lam), [])})
-    return Table("lambda", "PCCE penalty lambda (0 = CE): test accuracy in %, mean ± std over splits",
+    return Table(f"lambda_{dataset}" if dataset else "lambda",
+                 f"PCCE penalty lambda (0 = CE){f' on {dataset.upper()}' if dataset else ''}: test accuracy in %, "
+                 "mean ± std over splits",
                  ["Accuracy", "Polarity acc."], rows, bold_columns=["Accuracy", "Polarity acc."],
                  label_header=("λ",), latex_headers={"Polarity acc.": stack("Polarity", "acc.")})
 

@@ -311,6 +311,13 @@ def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
     matrix, classes, title = drawn[0]
     assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and title == "VS: summed over 2 runs"
     assert "Downloading artifacts" not in capfd.readouterr().err  # analysis turns MLflow's progress bars off
+    # runs of two data sets (other classes) are never summed: one figure each, named by what differs
+    drawn.clear()
+    frame = pd.DataFrame([{**r, "dataset": d} for r, d in zip(runs, ("ve8", "e6"))])
+    paths = confusion_figures(frame, uri, tmp_path, "svg")
+    assert sorted(p.name for p in paths) == ["confusion_VS_e6.svg", "confusion_VS_ve8.svg"]
+    assert sorted(m.tolist() for m, _, _ in drawn) == [[[1, 0], [1, 1]], [[2, 0], [1, 2]]]
+    assert {t for _, _, t in drawn} == {"VS dataset ve8: summed over 1 runs", "VS dataset e6: summed over 1 runs"}
 
 
 def test_a_table_holds_one_study_run(tmp_path):

@@ -62,7 +62,14 @@ def overfull(tex_files: dict[str, str], document: str, tmp_path, packages="bookt
 def test_the_fixture_yields_every_table():
     names = {t.name for t in build_tables(all_studies())}
     assert names == {"table3_ve8", "table4_e6", "table3_synth", "table1_ve8", "table2_e6", "table1_synth",
-                     "table5", "lambda", "attention_vs_truth"}
+                     "table5", "lambda_ve8", "lambda_e6", "lambda_synth", "attention_vs_truth"}
+    # one sweep alone keeps the plain name; several data sets are never pooled into one lambda row
+    one = build_tables(all_studies().query("dataset == 've8'"))
+    assert "lambda" in {t.name for t in one}
+    lam = next(t for t in build_tables(all_studies()) if t.name == "lambda_e6")
+    assert all(r["cells"]["Accuracy"][2] == 12 for r in lam.rows)  # 12 e6 runs per lambda, not 36
+    truth = next(t for t in build_tables(all_studies()) if t.name == "attention_vs_truth")
+    assert all(r["cells"]["Spatial in box"][2] == 12 for r in truth.rows)  # the ablation's 12 runs per preset only
 
 
 @needs_tex
@@ -74,7 +81,7 @@ def test_every_table_compiles_and_fits(document, std, tmp_path):
     tables = build_tables(all_studies())
     tex = {f"{t.name}_{paper}": to_latex(t, compare_paper=paper == "paper", std=std)
            for t in tables for paper in ("paper", "plain")}
-    assert r"\begin{table*}" in tex["table3_ve8_plain"] and r"\begin{table}" in tex["lambda_plain"]
+    assert r"\begin{table*}" in tex["table3_ve8_plain"] and r"\begin{table}" in tex["lambda_ve8_plain"]
     assert (r"\resizebox" in tex["table3_ve8_plain"]) == (std == "inline")
     packages = "booktabs,graphicx" if std == "inline" else "booktabs"
     too_wide = {name: lines for name, lines in overfull(tex, document, tmp_path, packages).items() if lines}
