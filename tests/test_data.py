@@ -262,3 +262,15 @@ def test_split_cache_mismatch_is_explained(synth_cache):
     split = pd.DataFrame({"video_id": ["nope"], "label": [0], "class_name": ["Anger"], "subset": ["train"]})
     with pytest.raises(ValueError, match="not in .*index.csv"):
         VideoEmotionDataset(synth_cache, split, "train")
+
+
+def test_a_cache_of_another_data_set_is_refused(synth_cache):
+    """The synthetic cache holds VE-8 labels: read as E-6 (Anger, Disgust, Fear, Joy, Sadness, Surprise), label 1
+    would be Disgust instead of Anticipation, and the per-class names and polarity would be wrong."""
+    from vaanet.losses import DATASET_CLASSES
+
+    split = pd.read_csv(synth_cache / "splits" / "split_00.csv")
+    assert len(VideoEmotionDataset(synth_cache, split, "train", classes=DATASET_CLASSES["ve8"]))
+    with pytest.raises(ValueError, match=r"labels \w+ as class \d, which is '\w+' in the config's data set "
+                                         r"\(6 classes: .*set data.dataset to the data set the cache was prepared"):
+        VideoEmotionDataset(synth_cache, split, "train", classes=DATASET_CLASSES["e6"])

@@ -54,7 +54,7 @@ class SamplingConfig:
 class VideoEmotionDataset(Dataset):
     def __init__(self, cache: str | Path, split: str | Path | pd.DataFrame, subset: str,
                  sampling: SamplingConfig = SamplingConfig(), train: bool | None = None, seed: int = 0,
-                 visual: bool = True, audio: bool = True):
+                 visual: bool = True, audio: bool = True, classes: tuple[str, ...] | None = None):
         self.cache = Path(cache)
         self.sampling, self.seed = sampling, seed
         self.train = (subset == "train") if train is None else train
@@ -70,6 +70,15 @@ class VideoEmotionDataset(Dataset):
         if not ids:
             raise ValueError(f"subset {subset!r} of the split is empty")
         self.items = index.loc[ids].reset_index()
+        if classes is not None:  # the labels mean the config's classes (a cache of another data set would not)
+            named = self.items["label"].map(lambda i: classes[i] if 0 <= i < len(classes) else None)
+            wrong = self.items[named != self.items["class_name"]]
+            if len(wrong):
+                r = wrong.iloc[0]
+                raise ValueError(f"{self.cache}/index.csv labels {r['class_name']} as class {r['label']}, which is "
+                                 f"{named[wrong.index[0]]!r} in the config's data set ({len(classes)} classes: "
+                                 f"{', '.join(classes)}); set data.dataset to the data set the cache was prepared "
+                                 "from (its prepare.json says which)")
         manifest = json.loads((self.cache / MANIFEST_FILE).read_text())
         self.mfcc_fps = manifest["sample_rate"] / manifest["hop"]
         self.n_mfcc = manifest["n_mfcc"]

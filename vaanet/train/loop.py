@@ -163,7 +163,7 @@ class RaySession:
 # ---- pieces ---------------------------------------------------------------------------------------
 def _loaders(cfg: Config, rank: int, world: int, pin: bool):
     s, d = cfg.sampling, cfg.data
-    kw = dict(sampling=s, seed=cfg.run.seed, visual=cfg.model.visual, audio=cfg.model.audio)
+    kw = dict(sampling=s, seed=cfg.run.seed, visual=cfg.model.visual, audio=cfg.model.audio, classes=d.classes)
     train = VideoEmotionDataset(d.cache, d.split, "train", **kw)
     val = VideoEmotionDataset(d.cache, d.split, "val", **kw)
     test = VideoEmotionDataset(d.cache, d.split, "test", **kw)
