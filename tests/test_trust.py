@@ -141,6 +141,23 @@ def test_non_finite_values_and_unsafe_names_are_refused():
         load_config(None, ["data.temporal_views=0"])  # sampling values: found here, not in a loader worker
 
 
+def test_set_preset_on_a_saved_config_trains_that_preset(tmp_path):
+    """A run's saved config.yaml lists every switch; --set model.preset=VS on it must give VS, not the saved
+    preset (its explicit switches used to win); a switch given with --set still wins over the preset."""
+    import yaml
+
+    from vaanet.config import Config
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(load_config(None, ["model.preset=VS+VCW+VT+AT"]).to_dict()))
+    assert yaml.safe_load(saved.read_text())["model"]["audio"] is True
+    vs = load_config(saved, ["model.preset=VS"]).model
+    assert (vs.audio, vs.channel_attention, vs.temporal_attention, vs.spatial_attention) == (False, False, False, True)
+    both = load_config(saved, ["model.preset=VS", "model.audio=true"]).model
+    assert both.audio and not both.channel_attention
+    assert load_config(saved).model == Config.from_dict(yaml.safe_load(saved.read_text())).model  # no --set: as saved
+
+
 def test_flags_are_set_shorthands_and_conflicts_are_errors():
     assert flag_overrides(["optim.lr=0.1"], {"optim.epochs": ("--epochs", 3), "run.mlflow_uri": ("--mlflow-uri", None)}) \
         == ["optim.lr=0.1", "optim.epochs=3"]

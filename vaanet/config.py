@@ -297,7 +297,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{path} is not valid YAML: {e}") from e
-    for key, value in parse_overrides(overrides):
+    parsed = parse_overrides(overrides)
+    if any(key == "model.preset" for key, _ in parsed) and isinstance(tree.get("model"), dict):
+        for k in PRESET_SWITCHES:  # the preset asked for sets them (a switch given with --set still wins)
+            tree["model"].pop(k, None)
+    for key, value in parsed:
         _set(tree, key, value)
     try:
         _expand_preset(tree)
