@@ -153,6 +153,26 @@ def test_prepare_resumes_without_redoing_finished_videos(tmp_path, synth_root):
     assert json.loads((victim / "meta.json").read_text())["video_id"] == "joy_000"
 
 
+def test_prepare_redoes_a_video_replaced_under_the_same_name(tmp_path, synth_root):
+    """A regenerated set (or a replaced file) keeps the names: the cache must not keep the old frames while the
+    truth sidecar and the labels describe the new videos."""
+    import shutil
+
+    root = tmp_path / "videos"
+    shutil.copytree(synth_root, root)
+    out = tmp_path / "cache"
+    prepare(root, out, PrepareConfig(short_side=40, workers=1, frames="raw"), **QUIET)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("videos/*/frames.npy")}
+    old = np.load(out / "videos" / "joy_001" / "frames.npy")
+    shutil.copy(root / "Fear" / "fear_000.mp4", root / "Joy" / "joy_001.mp4")  # other content, same name
+    prepare(root, out, PrepareConfig(short_side=40, workers=1, frames="raw"), **QUIET)
+    redone = out / "videos" / "joy_001" / "frames.npy"
+    assert not np.array_equal(np.load(redone), old)
+    assert np.array_equal(np.load(redone), np.load(out / "videos" / "fear_000" / "frames.npy"))
+    assert {p: p.stat().st_mtime_ns for p in before if p != redone} == {p: t for p, t in before.items() if p != redone}
+    assert "source" not in load_index(out).columns  # the fingerprint stays in meta.json, out of the index
+
+
 def test_stratified_splits(synth_cache, tmp_path):
     index = load_index(synth_cache)
     big = pd.concat([index.assign(video_id=index["video_id"] + f"_{i}") for i in range(6)], ignore_index=True)

@@ -261,8 +261,21 @@ def decode_audio(path: str, sample_rate: int) -> np.ndarray | None:
     return samples if samples.size else None
 
 
+def source_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
+    """The source file's size and its first and last 64 KiB, hashed: another video under the same name (a
+    regenerated set, a replaced file) is told apart in milliseconds, and a copied or moved data root is not."""
+    size = os.path.getsize(path)
+    h = hashlib.sha1(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def _finished(job: Job, out: Path) -> dict | None:
-    """The index row of a video whose cache folder is complete, else None."""
+    """The index row of a video whose cache folder is complete and was made from this very file, else None."""
     folder = out / "videos" / job.video_id
     if not all((folder / f).exists() for f in ("meta.json", "mfcc.npy")):
         return None
@@ -271,6 +284,9 @@ def _finished(job: Job, out: Path) -> dict | None:
         return None
     if (row.get("class_name"), Path(row.get("path", "")).name) != (job.class_name, Path(job.path).name):
         return None
+    source = row.pop("source", None)  # absent in caches of older versions: those are trusted by name
+    if source is not None and source != source_fingerprint(job.path):
+        return None  # another file under the same name: prepared again
     return {**row, "path": job.path}  # the data root may have moved since
 
 
@@ -302,7 +318,7 @@ def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
         mfcc_file=f"videos/{job.video_id}/mfcc.npy",
     )
     tmp = meta_file.with_name("meta.json.tmp")
-    tmp.write_text(json.dumps(row))
+    tmp.write_text(json.dumps({**row, "source": source_fingerprint(job.path)}))
     tmp.replace(meta_file)
     return row
 
