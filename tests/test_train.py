@@ -220,3 +220,19 @@ def test_every_step_trains_on_exactly_the_batch_size(synth_root, synth_cache, tm
                                          r"would train on 16 videos; use a divisor \(1, 2, 3, 6\)"):
         _loaders(tiny_config(synth_root, synth_cache, tmp_path, **{"optim.batch_size": 12, "optim.micro_batch": 4}),
                  0, 2, False)
+
+
+def test_a_truth_file_of_other_videos_is_refused_before_training(synth_root, synth_cache, tmp_path):
+    """A truth file of another generated set (same names, other durations) would score the attention against
+    boxes and key segments that are not in the frames: refused before the first epoch."""
+    truth = pd.read_csv(synth_root / "synth_truth.csv", dtype={"video_id": str})
+    truth["duration"] += 0.5
+    truth.to_csv(tmp_path / "other_truth.csv", index=False)
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"data.truth": str(tmp_path / "other_truth.csv")})
+    with pytest.raises(ValueError, match=r"does not describe the videos of .*prepare the cache again"):
+        fit_local(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
+    truth.iloc[:3].to_csv(tmp_path / "short_truth.csv", index=False)
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"data.truth": str(tmp_path / "short_truth.csv")})
+    with pytest.raises(ValueError, match=r"has no row for \d+ videos"):
+        fit_local(cfg, tmp_path / "run2")

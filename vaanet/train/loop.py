@@ -36,7 +36,7 @@ from ..data.dataset import EpochSampler, VideoEmotionDataset
 from ..data.ingest import MANIFEST_FILE
 from ..losses import PCCELoss
 from ..models.vaanet import build_model, feature_size
-from .metrics import attention_metrics, classification_metrics, predict
+from .metrics import attention_metrics, check_truth, classification_metrics, predict
 from ..faults import hold
 from .tracking import Tracker, code_version, git_commit
 
@@ -351,6 +351,9 @@ def train_fn(config: dict) -> dict:
     classes = cfg.data.classes
     criterion = PCCELoss(classes, lam=cfg.optim.effective_lambda).to(device)
     loaders, train_sampler, accumulate = _loaders(cfg, rank, world, pin=cuda)
+    if cfg.data.truth:  # before any training: the test metrics would score the attention against it
+        check_truth(pd.read_csv(cfg.data.truth, dtype={"video_id": str}), loaders["test"].dataset.items,
+                    cfg.data.truth, cfg.data.cache)
     if cfg.run.compile:
         model = _compile(model, log)
     model = session.wrap(model)

@@ -82,6 +82,26 @@ def box_overlap(truth_row, crop, feature_side: int, crop_size: int) -> np.ndarra
     return (ys[:, None] * xs[None, :]).reshape(-1) / cell**2
 
 
+def check_truth(truth: pd.DataFrame, items: pd.DataFrame, truth_path, cache) -> None:
+    """The ground truth describes the cached videos: every one of ``items`` (index rows) is in it, with the
+    same class and duration. A truth file of another generated set (same names, other draws) would score
+    the attention against boxes and key segments that are not in the frames."""
+    t = truth.set_index("video_id")
+    absent = [v for v in items["video_id"] if v not in t.index]
+    if absent:
+        raise ValueError(f"{truth_path} has no row for {len(absent)} videos of {cache} (first: {absent[:3]}); "
+                         "point data.truth at the synth_truth.csv of the videos this cache was prepared from")
+    joined = items.set_index("video_id")[["class_name", "duration"]].join(t[["class_name", "duration"]], rsuffix="_truth")
+    wrong = joined[(joined["class_name"] != joined["class_name_truth"])
+                   | ((joined["duration"] - joined["duration_truth"]).abs() > 0.2)]
+    if len(wrong):
+        v = wrong.index[0]
+        raise ValueError(f"{truth_path} does not describe the videos of {cache}: {len(wrong)} differ (first: {v}, "
+                         f"{wrong.loc[v, 'class_name']} {wrong.loc[v, 'duration']:.3f} s cached vs "
+                         f"{wrong.loc[v, 'class_name_truth']} {wrong.loc[v, 'duration_truth']:.3f} s in the truth); "
+                         "prepare the cache again from the videos of this truth file, or use their truth file")
+
+
 def attention_metrics(pred: dict, truth: pd.DataFrame | None, feature_side: int | None = None,
                       crop_size: int | None = None) -> dict[str, float]:
     """Mean temporal attention per segment (normalised per video); with ground truth, the share of
