@@ -249,6 +249,25 @@ def test_key_segments_use_the_metrics_mapping():
     temporal[0, key_segments(truth.iloc[0], centres)] = 0.5
     m = attention_metrics({"temporal": temporal, "video_ids": ["v"], "centres": np.array([centres])}, truth)
     assert m["temporal_on_key"] == pytest.approx(1.0) and m["temporal_on_key_uniform"] == pytest.approx(0.5)
+    # multi-view evaluation: two crops see the box in other cells; each view's map is scored against its own
+    # crop (a map averaged over the views, scored against view 0's crop, put half its mass outside the box)
+    box = pd.DataFrame({"video_id": ["v"], "key_times": ["0.000-0.500"], "box_x0": [0.0], "box_x1": [0.25],
+                        "box_y0": [0.0], "box_y1": [0.5]})  # the left quarter, top half of a 64x32 frame
+    crops = np.array([[[0, 0, 32, 64], [0, 16, 32, 64]]])  # (y0, x0, H, W): 32x32 crops at x 0 and x 16
+    maps = np.zeros((1, 2, 4, 4))  # [video, view, t, m]: a 2x2 map of 16-pixel cells
+    maps[0, 0, :, 0] = 1.0  # view 0: the box fills cell (0, 0)
+    maps[0, 1, :, 0] = 1.0  # view 1: the box (x 0-16) is left of the crop: ...
+    crops[0, 1] = [0, 0, 32, 64]  # ... so view 1 uses the same crop here, and a shifted one below
+    pred = {"video_ids": ["v"], "centres": np.array([centres]), "centres_views": np.array([[centres, centres]]),
+            "spatial": maps.mean(1), "crop": crops[:, 0], "spatial_views": maps, "crop_views": crops}
+    same = attention_metrics(pred, box, feature_side=2, crop_size=32)
+    assert same["spatial_in_box"] == pytest.approx(1.0) and same["spatial_in_box_uniform"] == pytest.approx(0.25)
+    shifted = np.array([[[0, 0, 32, 64], [0, 8, 32, 64]]])  # view 1 crop starts at x 8: box spans x -8..8
+    maps[0, 1, :, 0] = 1.0
+    pred.update(crop_views=shifted, spatial_views=maps, spatial=maps.mean(1))
+    m = attention_metrics(pred, box, feature_side=2, crop_size=32)
+    # view 0: all mass in a cell fully inside the box (1.0); view 1: that cell is half inside (0.5)
+    assert m["spatial_in_box"] == pytest.approx(0.75) and m["spatial_in_box_uniform"] == pytest.approx((0.25 + 0.125) / 2)
 
 
 def test_predict_truth_option(reference_run, synth_root, tmp_path, capsys):

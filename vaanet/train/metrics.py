@@ -14,7 +14,8 @@ def predict(model, loader, device, autocast_dtype=None) -> dict[str, np.ndarray 
     and attention maps averaged over the views. Returns numpy arrays keyed by name."""
     was_training = model.training
     model.eval()
-    out: dict[str, list] = {k: [] for k in ("probs", "labels", "video_ids", "temporal", "spatial", "audio_temporal", "crop", "centres")}
+    out: dict[str, list] = {k: [] for k in ("probs", "labels", "video_ids", "temporal", "spatial", "audio_temporal", "crop",
+                                            "centres", "spatial_views", "crop_views", "temporal_views", "centres_views")}
     for batch in loader:
         visual, audio = batch.get("visual"), batch.get("audio")
         multi = (visual is not None and visual.dim() == 7) or (audio is not None and audio.dim() == 6)
@@ -35,11 +36,17 @@ def predict(model, loader, device, autocast_dtype=None) -> dict[str, np.ndarray 
             a = getattr(res, name)
             if a is not None:
                 out[name].append(a.float().view(B, V, *a.shape[1:]).mean(1).cpu().numpy())
+                if multi and name in ("temporal", "spatial"):  # each view's map, scored against its own crop/snippets
+                    out[f"{name}_views"].append(a.float().view(B, V, *a.shape[1:]).cpu().numpy())
         if "crop" in batch:
             crop = batch["crop"][:, 0] if multi else batch["crop"]
             out["crop"].append(crop.numpy())
+            if multi:
+                out["crop_views"].append(batch["crop"].numpy())
         centres = batch["centres"][:, 0] if multi else batch["centres"]
         out["centres"].append(centres.numpy())
+        if multi:
+            out["centres_views"].append(batch["centres"].numpy())
     model.train(was_training)
     return {k: (np.concatenate(v) if v and k != "video_ids" else v) for k, v in out.items()}
 
@@ -121,23 +128,33 @@ def attention_metrics(pred: dict, truth: pd.DataFrame | None, feature_side: int 
     ids = [v for v in pred["video_ids"] if v in truth.index]
     if not ids:
         return out
+    # multi-view evaluation: each view's map is scored against its own snippets and crop, then averaged (a map
+    # averaged over crops at other offsets has no box to be scored against)
+    def views(name, like):
+        per_view = pred.get(f"{name}_views")
+        return per_view if per_view is not None and len(per_view) else like[:, None]
+
     if has_temporal:
+        t_views, c_views = views("temporal", temporal), views("centres", pred["centres"])
         on_key, chance = [], []
         for vid in ids:
             r = position[vid]
             keys = _intervals(truth.loc[vid, "key_times"])
-            is_key = np.array([any(a <= c < b for a, b in keys) for c in pred["centres"][r]], dtype=float)
-            on_key.append(float((norm[r] * is_key).sum()))
-            chance.append(float(is_key.mean()))
+            for a, centres in zip(t_views[r], c_views[r]):
+                is_key = np.array([any(lo <= c < hi for lo, hi in keys) for c in centres], dtype=float)
+                on_key.append(float((a / max(a.sum(), 1e-12) * is_key).sum()))
+                chance.append(float(is_key.mean()))
         out["temporal_on_key"], out["temporal_on_key_uniform"] = float(np.mean(on_key)), float(np.mean(chance))
     spatial = pred.get("spatial")
     if spatial is not None and len(spatial) and feature_side and crop_size and len(pred["crop"]):
+        s_views, crops = views("spatial", spatial), views("crop", pred["crop"])
         in_box, chance = [], []
         for vid in ids:
             r = position[vid]
-            overlap = box_overlap(truth.loc[vid], pred["crop"][r], feature_side, crop_size)
-            a = spatial[r] / np.clip(spatial[r].sum(-1, keepdims=True), 1e-12, None)  # [t, m]
-            in_box.append(float((a * overlap[None]).sum(-1).mean()))
-            chance.append(float(overlap.mean()))
+            for a, crop in zip(s_views[r], crops[r]):
+                overlap = box_overlap(truth.loc[vid], crop, feature_side, crop_size)
+                a = a / np.clip(a.sum(-1, keepdims=True), 1e-12, None)  # [t, m]
+                in_box.append(float((a * overlap[None]).sum(-1).mean()))
+                chance.append(float(overlap.mean()))
         out["spatial_in_box"], out["spatial_in_box_uniform"] = float(np.mean(in_box)), float(np.mean(chance))
     return out
