@@ -8,7 +8,7 @@ import pandas as pd
 from vaanet.train.tracking import default_tracking_uri
 
 TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role",
-        "mlflow.parentRunId")
+        "study_name", "mlflow.parentRunId")  # a study's parent run: role "study", its study in study_name
 METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")
 POINT = ["mlflow_experiment", "study", "dataset", "row", "split", "seed"]  # one trial of a study
 
@@ -55,6 +55,7 @@ def load_runs(experiments: str | list[str], uri: str | None = None, parent: str 
 def _one_study(frame: pd.DataFrame, parent: str | None) -> pd.DataFrame:
     """Drop the trials of every study run but ``parent`` (else the latest) of each (experiment, study)."""
     studies = frame[frame["role"] == "study"]
+    studies = studies.assign(study=studies["study_name"].fillna(studies["study"]))
     if parent is not None and parent not in set(studies["run_id"]):
         raise ValueError(f"study run {parent} is not among the runs of {sorted(set(frame['mlflow_experiment']))}")
     chosen = studies.sort_values(["start_time", "run_id"]).groupby(["mlflow_experiment", "study"]).tail(1)

@@ -351,7 +351,8 @@ def test_a_table_holds_one_study_run(tmp_path):
     exp = client.create_experiment("ablation-synth")
     studies = []
     for accs in ([0.30, 0.31, 0.32], [0.90]):
-        parent = client.create_run(exp, tags={"role": "study", "study": "ablation", "dataset": "synth"}).info.run_id
+        parent = client.create_run(exp, tags={"role": "study", "study_name": "ablation",  # as _parent_run tags it
+                                              "dataset": "synth"}).info.run_id
         studies.append(parent)
         for split, acc in enumerate(accs):
             _log(client, exp, {"study": "ablation", "table": "3", "dataset": "synth", "preset": "VS", "row": "VS",

@@ -88,6 +88,8 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     # the closing report read the --mlflow-uri store, and went under the study's folder
     reports = tmp_path / "runs" / "main_comparison-synth" / "reports"
     assert (reports / "trials.csv").exists() and "VAANet (this run)" in (reports / "table1_synth.md").read_text()
+    this_run = next(line for line in (reports / "table1_synth.md").read_text().splitlines() if "VAANet (this run)" in line)
+    assert "missing" not in this_run and "±" in this_run, this_run  # the study's own trials, read back from MLflow
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "reports").exists()
     # MLflow is the home of the study: one parent run with the tables and figures, the trials nested in it
     from mlflow.tracking import MlflowClient
