@@ -120,3 +120,34 @@ def test_server_still_down_at_the_end_leaves_the_run_pending_then_replays(server
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
     assert replay_pending(tmp_path / "run", server.url)  # nothing left: a second replay changes nothing
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
+
+
+def test_final_metrics_of_a_resumed_run_replace_what_mlflow_held(tmp_path):
+    """Killed after the final MLflow log and before the final checkpoint, a resumed run trains its last
+    epochs again; where the result differs (GPU: cudnn autotuning, bf16), MLflow must show the new one,
+    which the run folder keeps, not the first."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from vaanet.train.tracking import Tracker
+
+    uri, out = mlflow_store(tmp_path / "mlflow.db"), tmp_path / "run"
+    out.mkdir()
+    first = Tracker(uri, "test", "r", out)
+    first.start({}, {})
+    for step in (1, 2, 3):
+        first.log_metrics({"val_acc": 0.1 * step, "best_val_acc": 0.5}, step=step)
+    first.log_final({"test_acc": 0.4, "best_epoch": 3, "best_val_acc": 0.5}, [], step=3)
+    client = MlflowClient(uri)
+    history = client.get_metric_history(first.run_id, "best_val_acc")
+    assert [m.step for m in history] == [1, 2, 3]  # a run that was not resumed logs best_val_acc once per step
+    time.sleep(0.01)  # MLflow shows the value with the latest timestamp of the latest step
+    again = Tracker(uri, "test", "r", out, run_id=first.run_id)  # resumed from the checkpoint of epoch 2
+    again.resume_at(2)
+    again.log_metrics({"val_acc": 0.9, "best_val_acc": 0.9}, step=3)  # epoch 3 recomputed: not sent twice
+    again.log_final({"test_acc": 0.7, "best_epoch": 3, "best_val_acc": 0.9}, [], step=3)
+    metrics = client.get_run(first.run_id).data.metrics
+    assert metrics["test_acc"] == pytest.approx(0.7) and metrics["best_val_acc"] == pytest.approx(0.9)
+    assert sorted(m.value for m in client.get_metric_history(first.run_id, "val_acc") if m.step == 3) == [
+        pytest.approx(0.3)]  # the epoch curve keeps one value per step

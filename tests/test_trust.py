@@ -245,3 +245,27 @@ def test_system_metrics_when_asked(synth_root, synth_cache, tmp_path, monkeypatc
     client = MlflowClient(cfg.run.mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
+
+
+def test_study_refuses_a_truth_file_of_other_videos_before_ray(synth_root, synth_cache, tmp_path, monkeypatch,
+                                                               capsys):
+    """The study driver checks the ground truth against the cache before Ray starts (each trial checks it
+    too, but only once it has started): one line naming the file, nothing started."""
+    import runpy
+
+    import ray
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    truth = pd.read_csv(synth_root / "synth_truth.csv", dtype={"video_id": str})
+    truth["class_name"] = truth["class_name"].iloc[::-1].to_numpy()  # the same ids, other classes
+    truth.to_csv(videos / "synth_truth.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--output", str(tmp_path / "runs"), "--data-root", str(videos),
+                                      "--cache", str(synth_cache)])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "experiments" / "ablation.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert f"error: {videos / 'synth_truth.csv'} does not describe the videos of {synth_cache}" in err, err
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()

@@ -228,14 +228,17 @@ class Tracker:
             self._try("log_batch", self.run_id, params=params[i:i + 100])
         self._try("log_batch", self.run_id, tags=tags)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, replace: bool = False) -> None:
+        """Log to the run folder and MLflow. A value MLflow already has for this step (a resumed run
+        recomputing an epoch) is not sent again, unless ``replace``: then it is sent with a later timestamp,
+        which MLflow shows as the metric's value."""
         from mlflow.entities import Metric
 
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **finite}) + "\n")
         ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, step) for k, v in finite.items() if (k, step) not in self.logged]
+        batch = [Metric(k, v, ts, step) for k, v in finite.items() if replace or (k, step) not in self.logged]
         for i in range(0, len(batch), 200):
             self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
 
@@ -265,10 +268,15 @@ class Tracker:
             self._try("log_artifact", self.run_id, str(weights), "model")
 
     def log_final(self, metrics: dict, artifacts: list[Path], step: int) -> None:
-        """Test metrics at the last epoch's step (``best_val_acc`` is already on the epoch curve)."""
+        """Test metrics at the last epoch's step (``best_val_acc`` is already on the epoch curve).
+
+        They replace what MLflow holds for that step: a run killed after this log and before its final
+        checkpoint trains its last epochs again when resumed, and on a GPU (cudnn autotuning, bf16) the
+        result can differ; the tables must read the result the run folder keeps. ``best_val_acc`` is sent
+        again only then (MLflow has a value from before the kill), since it decides which epoch was tested."""
         (self.out_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "best_val_acc"},
-                         step=step)
+        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                          and (k != "best_val_acc" or (k, step) in self.logged)}, step=step, replace=True)
         for path in artifacts:
             self.sent["artifacts"].append([str(path), None])
             self._try("log_artifact", self.run_id, str(path))

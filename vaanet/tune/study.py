@@ -131,6 +131,10 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
         print(f"preparing {root} into {cache} ...", flush=True)
         prepare(root, cache, PrepareConfig(dataset="e6" if dataset == "e6" else "ve8",
                                            short_side=56 if dataset == "synth" else 128))
+    if truth is not None:  # here, not only in each trial: a wrong truth file is refused before Ray starts
+        from ..train.metrics import check_truth
+
+        check_truth(pd.read_csv(truth, dtype={"video_id": str}), load_index(cache), truth, cache)
     split_dir = cache / "splits"
     if dataset == "e6":
         official = split_dir / "official.csv"
