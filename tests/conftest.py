@@ -1,5 +1,7 @@
 import atexit
+import inspect
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -10,7 +12,34 @@ import pytest
 import torch
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-torch.set_num_threads(2)
+# under pytest-xdist (pyproject: -n 2) each worker process gets one of the cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+# Tests that start Ray (a study, Ray Train, a cluster) run one after another on one xdist worker: `ray stop
+# --force` in a cluster test ends every Ray process of the user, and a driver finds another test's cluster
+# through Ray's temp folder. The other tests run beside them on the other worker.
+RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|comparison|lambda_sweep|"
+                     r"make_trainer|trainable|tune\.")
+
+
+def _uses_ray(item) -> bool:
+    sources = [getattr(item, "function", None)]
+    for name in getattr(item, "fixturenames", ()):
+        for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            sources.append(fixture.func)
+    for obj in sources:
+        try:
+            if obj is not None and RAY_USE.search(inspect.getsource(obj)):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _uses_ray(item):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture

@@ -69,10 +69,10 @@ def _outage(monkeypatch, server, down_after: int, up_before: int | None):
 
     original = Tracker.log_metrics
 
-    def log_metrics(self, metrics, step):
+    def log_metrics(self, metrics, step, **kw):
         if up_before is not None and step == up_before and "train_loss" in metrics:
             server.start()
-        original(self, metrics, step)
+        original(self, metrics, step, **kw)
         if step == down_after and "train_loss" in metrics:
             server.stop()
 

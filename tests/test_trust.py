@@ -113,9 +113,9 @@ def test_resumed_run_is_running_while_it_trains_and_epochs_count_from_one(synth_
     seen = []
     original = Tracker.log_metrics
 
-    def spy(self, metrics, step):
+    def spy(self, metrics, step, **kw):
         seen.append(client.get_run(self.run_id).info.status)
-        return original(self, metrics, step)
+        return original(self, metrics, step, **kw)
 
     monkeypatch.setattr(Tracker, "log_metrics", spy)
     final = fit_local(cfg, tmp_path / "run")

@@ -129,7 +129,7 @@ class Tracker:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.enabled, self.run_id, self.lost, self.log = enabled, run_id, None, log
         self.client, self.new_run, self.lost_at = None, False, 0.0
-        self.logged: set[tuple[str, int]] = set()  # (metric, step) MLflow already holds from a killed attempt
+        self.logged: dict[tuple[str, int], float] = {}  # (metric, step): value MLflow holds from a killed attempt
         self.retry_s = float(os.environ.get("VAANET_TRACKING_RETRY_S", "30"))
         self.sent: dict = {"params": {}, "tags": {}, "artifacts": [], "status": None}  # to re-send after an outage
         if not enabled:
@@ -164,7 +164,7 @@ class Tracker:
         if keys and self.active:
             try:
                 for key in keys:
-                    self.logged |= {(key, m.step) for m in self.client.get_metric_history(self.run_id, key)
+                    self.logged |= {(key, m.step): m.value for m in self.client.get_metric_history(self.run_id, key)
                                     if m.step > step}
             except Exception as e:  # noqa: BLE001
                 self._lose(e)
@@ -230,15 +230,16 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int, replace: bool = False) -> None:
         """Log to the run folder and MLflow. A value MLflow already has for this step (a resumed run
-        recomputing an epoch) is not sent again, unless ``replace``: then it is sent with a later timestamp,
-        which MLflow shows as the metric's value."""
+        recomputing an epoch) is not sent again, unless ``replace`` and the value differs: then it is sent
+        with a later timestamp, which MLflow shows as the metric's value."""
         from mlflow.entities import Metric
 
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **finite}) + "\n")
         ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, step) for k, v in finite.items() if replace or (k, step) not in self.logged]
+        batch = [Metric(k, v, ts, step) for k, v in finite.items()
+                 if (k, step) not in self.logged or (replace and self.logged[k, step] != v)]
         for i in range(0, len(batch), 200):
             self._try("log_batch", self.run_id, metrics=batch[i:i + 200])
 
