@@ -52,6 +52,23 @@ def test_predict_sees_the_pixels_training_saw(synth_root, synth_cache, tmp_path)
                                    [row[f"p_{c}"] for c in classes], atol=1e-4)
 
 
+def test_predict_averages_the_views_the_evaluation_averaged(synth_root, synth_cache, tmp_path):
+    """A run evaluated on several views (data.temporal_views / spatial_views): `vaanet predict` gives the
+    probabilities of its test predictions (the views' average), not those of the centre view alone."""
+    cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 1, "data.temporal_views": 2,
+                                                           "data.spatial_views": 3})
+    fit_local(cfg, tmp_path / "run")
+    best = tmp_path / "run" / "best_model.pt"
+    evaluated = pd.read_csv(tmp_path / "run" / "artifacts" / "test_predictions.csv", dtype={"video_id": str})
+    index = pd.read_csv(synth_cache / "index.csv", dtype={"video_id": str}).set_index("video_id")
+    classes = cfg.data.classes
+    for _, row in evaluated.head(2).iterrows():
+        result = predict_video(index.loc[row["video_id"], "path"], best, figure=tmp_path / "fig.png")
+        np.testing.assert_allclose([result["probabilities"][c] for c in classes],
+                                   [row[f"p_{c}"] for c in classes], atol=1e-4)
+    assert (tmp_path / "fig.png").is_file()  # the figure shows the first view
+
+
 def test_constructor_reads_no_file_and_builder_records_normalization(tmp_path):
     weights = _old_format_weights(tmp_path / "w.pth")
     kw = dict(depth=10, width=0.125, segments=2, frames=4, crop_size=32, audio=False, audio_attention=False)

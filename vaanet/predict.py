@@ -113,11 +113,18 @@ def _infer(model, cfg: Config, ckpt: dict, video: Path):
         pd.DataFrame([row], columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
         (tmp / MANIFEST_FILE).write_text(json.dumps({k: v for k, v in vars(pc).items() if k != "workers"}))
         split = pd.DataFrame({"video_id": ["video"], "label": [0], "class_name": [classes[0]], "subset": ["test"]})
-        item = VideoEmotionDataset(tmp, split, "test", replace(cfg.sampling, temporal_views=1, spatial_views=1),
-                                   visual=cfg.model.visual, audio=cfg.model.audio)[0]
+        # the run's own evaluation views (data.temporal_views / spatial_views), so that the probabilities are
+        # those its test predictions were computed with (averaged over the views, as in training's evaluation)
+        item = VideoEmotionDataset(tmp, split, "test", cfg.sampling, visual=cfg.model.visual, audio=cfg.model.audio)[0]
+    views = cfg.sampling.temporal_views * cfg.sampling.spatial_views
+    batch = {k: (v if views > 1 else v[None]) for k, v in item.items() if k in ("visual", "audio")}
     with torch.no_grad():
-        out = model(item["visual"][None] if "visual" in item else None, item["audio"][None] if "audio" in item else None)
-    return torch.softmax(out.logits[0], 0).numpy(), item, out
+        out = model(batch.get("visual"), batch.get("audio"))
+    probs = torch.softmax(out.logits.float(), 1).mean(0).numpy()
+    if views > 1:  # the figure shows the first view: its snippets, crop and attention maps
+        item = {k: (v[0] if torch.is_tensor(v) and v.dim() > 0 and len(v) == views else v) for k, v in item.items()}
+        out = out._replace(**{f: (None if getattr(out, f) is None else getattr(out, f)[:1]) for f in out._fields})
+    return probs, item, out
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
