@@ -122,6 +122,35 @@ def test_exposure_scales_each_video_and_brightens_the_key_segments(tmp_path):
         SynthConfig(exposure=(0.8, 0.5))
 
 
+def test_static_distractors_stay_clear_of_the_box_and_the_default_set_is_unchanged(tmp_path):
+    from vaanet.data.ingest import decode_video
+
+    small = dict(videos_per_class=1, duration=1.0, fps=8, resolutions=((96, 72),), key_flash=0.0, confuser=0.0,
+                 background=(100.0, 100.0), noise=0.0, distractor_colours="pairs")
+    generate(tmp_path / "static", SynthConfig(**small, distractor_motion=0.0), workers=1)
+    generate(tmp_path / "moving", SynthConfig(**small), workers=1)
+    truth = pd.read_csv(tmp_path / "static" / "synth_truth.csv").set_index("video_id")
+    for vid in truth.index:
+        frames = np.asarray(decode_video(str(tmp_path / "static" / truth.loc[vid, "file"]), 72, None)[0], np.float32)
+        H, W = frames.shape[1:3]
+        box = truth.loc[vid]
+        x0, x1, y0, y1 = (int(box.box_x0 * W), int(box.box_x1 * W), int(box.box_y0 * H), int(box.box_y1 * H))
+        outside = frames.copy()
+        outside[:, max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = 100.0  # the box and its codec fringe
+        assert np.abs(np.diff(outside, axis=0)).max() < 40, vid  # nothing moves (only the codec's noise)
+        saturation = frames.max(-1) - frames.min(-1)
+        ring = np.ones((H, W), bool)  # a band around the box, half a side wide, holds no square
+        ring[max(y0 - (y1 - y0) // 2 + 3, 0):y1 + (y1 - y0) // 2 - 3, max(x0 - (x1 - x0) // 2 + 3, 0):x1 + (x1 - x0) // 2 - 3] = False
+        ring[y0 - 3:y1 + 3, x0 - 3:x1 + 3] = True
+        assert saturation[:, ~ring].max() < 40, vid  # grey there: no coloured square touches the box
+    moving = np.asarray(decode_video(str(tmp_path / "moving" / "Joy" / "joy_000.mp4"), 72, None)[0],
+                        np.float32)
+    assert np.abs(np.diff(moving, axis=0)).max() > 100  # the default squares move
+    assert SynthConfig().distractor_motion == 1.0
+    with pytest.raises(ValueError, match="distractor_motion"):
+        SynthConfig(distractor_motion=-1.0)
+
+
 def test_per_segment_diagnosis_scores_the_network_the_run_trained(synth_root, synth_cache, tmp_path):
     """benchmarks/attention_per_segment.py rebuilds a run's network from its checkpoint's config, not from a
     yaml: with model.spatial_init=saliency the same weights give other maps in a network built otherwise.

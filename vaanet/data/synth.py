@@ -17,7 +17,8 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   ``key_flash``; with ``confuser < 1`` the patch is also at full strength only there), so temporal
   attention can find them without knowing the class.
 * Optional (off by default; measured in docs/attention.md, not adopted): ``distractor_colours="pairs"``
-  draws the moving squares in random pair colours, ``box_ring`` draws a label-free dark ring around the
+  draws the moving squares in random pair colours, ``distractor_motion=0`` makes them static (placed clear of
+  the box: with pair colours, the box is then told from them by its place only), ``box_ring`` draws a label-free dark ring around the
   box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
   ``confuser_tint`` tints the other segments' background towards a random pair colour,
   ``tint_key_segments`` tints the key segments' background too; ``background`` sets the range each video's
@@ -63,6 +64,7 @@ class SynthConfig:
     box_region: tuple[float, float] = (0.64, 0.86)  # the box lies in this centred share of (width, height)
     distractors: int = 3  # moving label-free solid squares outside the box
     distractor_colours: str = "between"  # "between": a second, less saturated palette; "pairs": random pair colours
+    distractor_motion: float = 1.0  # the squares' speed x this; 0: static squares, placed clear of the box
     box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
     ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
@@ -93,6 +95,8 @@ class SynthConfig:
         if not 0 < self.exposure[0] <= self.exposure[1] or not self.key_exposure > 0:
             raise ValueError(f"need 0 < exposure[0] <= exposure[1] and key_exposure > 0, got {self.exposure}, "
                              f"{self.key_exposure}")
+        if not self.distractor_motion >= 0:
+            raise ValueError(f"distractor_motion must be >= 0, got {self.distractor_motion}")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -123,7 +127,7 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
             confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False,
-            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0):
+            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0, motion=1.0):
     x0, y0, side = box
     base = rng.uniform(*grey_range) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
@@ -131,6 +135,19 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
                 int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
                for _ in range(n_squares)]
+    if motion != 1.0:  # the speeds scaled (no new draw: the default set's draws are unchanged)
+        squares = [(sx, sy, vx * motion, vy * motion, sz, c) for sx, sy, vx, vy, sz, c in squares]
+    if motion == 0.0:  # static squares look like the box: place each clear of it (a gap of half its side; the
+        # new draws happen only here, so the default set's draws are unchanged)
+        placed = []
+        for sx, sy, vx, vy, sz, c in squares:
+            for _ in range(100):
+                if (sx + sz + side / 2 <= x0 or sx >= x0 + side + side / 2 or sy + sz + side / 2 <= y0
+                        or sy >= y0 + side + side / 2) and sx + sz <= width and sy + sz <= height:
+                    break
+                sx, sy = rng.uniform(0, width - sz), rng.uniform(0, height - sz)
+            placed.append((sx, sy, vx, vy, sz, c))
+        squares = placed
     # the box: the class pair's colour in key segments; elsewhere a random pair colour (label-free),
     # blended with the background at strength ``confuser``
     grey = background[y0, x0]
@@ -216,7 +233,7 @@ def _make_video(job: dict) -> dict:
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
                      cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
                      cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background,
-                     tuple(cfg.exposure), cfg.key_exposure)
+                     tuple(cfg.exposure), cfg.key_exposure, cfg.distractor_motion)
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
