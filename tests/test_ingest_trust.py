@@ -1,5 +1,7 @@
 """Can the cache be trusted? Rotated phone videos, variable frame rates, clashing file names, empty
-validation subsets, Ctrl-C / kill -9 during ``vaanet prepare``, and caches that move."""
+validation subsets, Ctrl-C / kill -9 during ``vaanet prepare``, caches that move, audio that starts later or
+earlier than the video (or has gaps), and class folders spelt twice."""
+import json
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from conftest import as_from_a_terminal
 
 from vaanet.data import PrepareConfig, SamplingConfig, VideoEmotionDataset, load_index, make_splits, prepare
 from vaanet.data.ingest import discover
+from vaanet.data.sampling import aligned_audio_indices
 from vaanet.losses import VE8_CLASSES
 
 QUIET = dict(log=lambda *_: None)
@@ -253,3 +256,120 @@ def test_missing_root_creates_nothing_and_the_cache_can_move(tmp_path, monkeypat
     row = ds.items.iloc[0]
     expected = 60 * ("Anger", "Joy", "Fear").index(row["class_name"]) + 20 * int(Path(row["path"]).stem) + 10
     assert item["visual"].shape == (2, 3, 2, 32, 32) and abs(item["visual"].float().mean() - expected) < 6
+
+
+# 7. audio on the video's clock ------------------------------------------------------------------------
+
+def write_av_clip(path: Path, video_start: float = 0.0, audio_start: float = 0.0, event: float = 2.0,
+                  end: float = 3.0, audio_gap: tuple[float, float] | None = None, fps: int = 25) -> Path:
+    """H.264/AAC mp4 whose streams start at the given file times (seconds, as ``ffmpeg -itsoffset`` makes
+    them), with a white flash (one frame) and a beep (a burst of noise as long) both at file time ``event``: on screen
+    and heard together. ``audio_gap``: a span of file time whose audio frames are left out (a timestamp gap)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sr, tb = 44100, Fraction(1, 1000)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width = vs.height = 32
+        vs.pix_fmt, vs.options = "yuv420p", {"preset": "ultrafast"}
+        vs.codec_context.time_base = tb
+        aus = c.add_stream("aac", rate=sr)
+        aus.layout = "mono"
+        for k in range(int(round((end - video_start) * fps))):
+            t = video_start + k / fps
+            f = av.VideoFrame.from_ndarray(flat(240 if abs(t - event) < 1e-6 else 20), format="rgb24")
+            f.pts, f.time_base = int(round(t * 1000)), tb
+            c.mux(vs.encode(f))
+        c.mux(vs.encode())
+        t = audio_start + np.arange(int(round((end - audio_start) * sr))) / sr
+        rng = np.random.default_rng(0)
+        x = rng.normal(0, 0.003, t.size).astype(np.float32)  # faint noise, then a loud burst: the beep
+        beep = (t >= event) & (t < event + 1 / fps)
+        x[beep] += rng.normal(0, 0.2, beep.sum()).astype(np.float32)  # broadband: every mel band (MFCC 0) rises
+        step, first = aus.codec_context.frame_size or 1024, int(round(audio_start * sr))
+        for i in range(0, t.size, step):
+            if audio_gap and audio_gap[0] <= t[i] < audio_gap[1]:
+                continue
+            fr = av.AudioFrame.from_ndarray(x[None, i:i + step], format="fltp", layout="mono")
+            fr.sample_rate, fr.pts, fr.time_base = sr, first + i, Fraction(1, sr)
+            c.mux(aus.encode(fr))
+        c.mux(aus.encode())
+    return path
+
+
+def _flash_and_beep(row: pd.Series, cache: Path) -> tuple[float, int, int]:
+    """The flash's time on the cache's frame clock, the MFCC frame the data set pairs with it (the centre of
+    its aligned audio window) and the MFCC frame where the beep is loudest."""
+    frames = np.load(row["frames_file"])
+    flash = np.flatnonzero(frames.reshape(len(frames), -1).mean(1) > 128)
+    assert len(flash) == 1, f"{row['video_id']}: flash frames {flash}"
+    when = (flash[0] + 0.5) / row["fps"]  # the middle of the frame it is on screen
+    coeffs = np.load(row["mfcc_file"])
+    manifest = json.loads((cache / "prepare.json").read_text())
+    mfcc_fps = manifest["sample_rate"] / manifest["hop"]
+    paired = int(aligned_audio_indices(len(coeffs), np.array([when]), mfcc_fps, 1)[0, 0])
+    return when, paired, int(np.argmax(coeffs[:, 0]))  # coefficient 0: the frame's loudness
+
+
+def test_audio_starting_later_or_earlier_than_the_video_stays_in_sync(tmp_path):
+    """Audio late (0.7 s, as ``-itsoffset 0.7`` on the audio makes it), video late (0.72 s), and audio with a
+    0.5 s hole in its timestamps before the event: the beep's MFCC frame is the one the data set pairs with the
+    flash. Counted from the first audio sample (the old way) the beep landed 0.68 s early, 0.72 s late and
+    0.49 s early."""
+    clips = {"Joy/audio_late.mp4": dict(audio_start=0.7), "Fear/video_late.mp4": dict(video_start=0.72),
+             "Anger/audio_gap.mp4": dict(audio_gap=(0.8, 1.3))}
+    for rel, kw in clips.items():
+        write_av_clip(tmp_path / "v" / rel, **kw)
+    out = tmp_path / "c"
+    lines = []
+    index = prepare(tmp_path / "v", out, PrepareConfig(short_side=32, workers=1, frames="raw"), log=lines.append)
+    assert len(index) == 3 and index["has_audio"].all()
+    hop_s = 512 / 44100
+    for _, row in index.iterrows():
+        when, paired, loudest = _flash_and_beep(row, out)
+        print(f"{row['video_id']}: flash at {when:.3f} s -> MFCC frame {paired}; beep loudest at MFCC frame "
+              f"{loudest} ({loudest * hop_s:.3f} s); off by {loudest - paired} frames")
+        assert abs(loudest - paired) <= 1, f"{row['video_id']}: beep {(loudest - paired) * hop_s:+.3f} s off the flash"
+    meta = {v: json.loads((out / "videos" / v / "meta.json").read_text()) for v in index["video_id"]}
+    # the shift applied, in meta.json: AAC's encoder delay (1024 samples, 23 ms) is part of the stream's start,
+    # which an mp4 edit list holds in ms
+    assert meta["audio_late"]["audio_offset"] == pytest.approx(0.7 - 1024 / 44100, abs=1e-3)
+    assert meta["video_late"]["audio_offset"] == pytest.approx(-0.72, abs=1e-3)
+    assert meta["audio_gap"]["audio_offset"] == 0 and meta["audio_gap"]["audio_gaps"] == 1
+    assert meta["audio_gap"]["audio_gap_s"] == pytest.approx(0.5, abs=0.03)  # whole AAC frames left out
+    summary = "\n".join(lines)
+    assert "2 videos' audio starts later or earlier" in summary and "1 videos have gaps" in summary
+
+    # a cache of an older version (no audio_offset in meta.json) is prepared again where the audio is shifted,
+    # and kept where it is not: the audio of files whose streams start together did not change
+    for v in ("audio_late", "audio_gap"):
+        m = {k: x for k, x in meta[v].items() if not k.startswith("audio_")}
+        (out / "videos" / v / "meta.json").write_text(json.dumps(m))
+    np.save(out / "videos" / "audio_late" / "mfcc.npy", np.zeros((5, 32), np.float32))  # as if misaligned
+    kept = (out / "videos" / "audio_gap" / "mfcc.npy").stat().st_mtime_ns
+    index = prepare(tmp_path / "v", out, PrepareConfig(short_side=32, workers=1, frames="raw"), **QUIET)
+    row = index.set_index("video_id", drop=False).loc["audio_late"]
+    when, paired, loudest = _flash_and_beep(row, out)
+    assert abs(loudest - paired) <= 1
+    assert "audio_offset" in json.loads((out / "videos" / "audio_late" / "meta.json").read_text())
+    assert (out / "videos" / "audio_gap" / "mfcc.npy").stat().st_mtime_ns == kept
+
+
+# 8. one folder per class ------------------------------------------------------------------------------
+
+def test_a_class_folder_spelt_twice_is_refused_naming_both(tmp_path):
+    """``Anger/`` and ``anger/`` are one class (folders match case-insensitively, as ``joy/`` for Joy): the
+    second replaced the first, dropping its videos silently. Refused, before anything is written."""
+    root = tmp_path / "v"
+    for rel in ("Anger/a1.mp4", "Anger/a2.mp4", "anger/a3.mp4", "Joy/j1.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).touch()
+    with pytest.raises(ValueError, match=r"same class.*Anger: 'Anger', 'anger'; merge") as e:
+        discover(root, VE8_CLASSES)
+    print(e.value)
+    with pytest.raises(ValueError, match="'Anger', 'anger'"):
+        prepare(root, tmp_path / "c", PrepareConfig(workers=1), **QUIET)
+    assert not (tmp_path / "c").exists()
+    shutil.move(str(root / "anger" / "a3.mp4"), root / "Anger")  # merged: all three found
+    (root / "anger").rmdir()
+    jobs = discover(root, VE8_CLASSES)[0]
+    assert sorted(Path(j.path).name for j in jobs) == ["a1.mp4", "a2.mp4", "a3.mp4", "j1.mp4"]

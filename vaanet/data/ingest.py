@@ -1,7 +1,8 @@
 """``vaanet prepare``: decode a data set of video files once into the caches that training reads.
 
 Input layout (as VE-8 and Ekman-6 are distributed): ``<root>/<Class>/<video file>``; class folders
-match the canonical class names case-insensitively.
+match the canonical class names case-insensitively, one folder per class (two spellings of one class are
+refused, naming both).
 
 Per video, under ``<out>/videos/<video_id>/``:
 * ``frames.jpegs`` (default) or ``frames.npy`` - the frames, uint8 [T, H, W, 3], upright (the
@@ -13,7 +14,10 @@ Per video, under ``<out>/videos/<video_id>/``:
   frames, quality 90) takes ~9-13x less disk than ``raw`` (a memory-mapped array, ~5.9 GB per hour of
   25 fps video at 128 x 171) and loads at ~60 % of its speed per core.
 * ``mfcc.npy`` - float32 [frames, 32] of the whole soundtrack (see :mod:`vaanet.data.mfcc`); zeros of
-  the video's duration when there is no audio track (``has_audio`` false).
+  the video's duration when there is no audio track (``has_audio`` false). On the frames' clock: MFCC
+  frame m is the sound at m * hop / sample_rate seconds after the first video frame, also where the audio
+  stream starts later or earlier than the video (``-itsoffset``, edited clips: padded with silence or
+  trimmed) or has timestamp gaps (filled with silence); ``meta.json`` records the shift and gaps.
 * ``meta.json`` - written last; its presence marks the video as done, so a killed run resumes.
 Every file is written under a temporary name and renamed, so no half-written file is ever read.
 
@@ -124,18 +128,28 @@ def _video_ids(found: list[tuple[str, Path]], root: Path) -> tuple[list[str], li
 
 def discover(root: str | Path, classes: tuple[str, ...]) -> tuple[list[Job], list[dict], list[str]]:
     """Find ``<root>/<Class>/<video>``. Returns jobs (absolute paths, unique ids), failures (empty or
-    missing class folders, files that are not videos by extension) and notes."""
+    missing class folders, files that are not videos by extension) and notes. Raises ValueError when two
+    folders are one class (``Anger/`` and ``anger/``): which one to use, or whether they hold copies, is
+    for the researcher to say."""
     root = Path(os.path.abspath(root))  # absolute: the index must not depend on the working directory
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist; expected <root>/<Class>/<video files>")
     canonical = {c.lower(): c for c in classes}
-    folders: dict[str, Path] = {}
+    matches: dict[str, list[Path]] = {}
     unknown = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if d.name.lower() in canonical:
-            folders[canonical[d.name.lower()]] = d
+            matches.setdefault(canonical[d.name.lower()], []).append(d)
         elif not d.name.startswith("."):
             unknown.append(d.name)
+    twice = {c: ds for c, ds in matches.items() if len(ds) > 1}
+    if twice:  # one would replace the other and drop its videos; merged, copies would count twice (or leak)
+        named = "; ".join(f"{c}: {', '.join(repr(d.name) for d in ds)}" for c, ds in twice.items())
+        raise ValueError(
+            f"more than one folder under {root} is the same class (class folders match case-insensitively): "
+            f"{named}; merge each class's videos into one folder (or rename a folder that holds another class)"
+        )
+    folders = {c: ds[0] for c, ds in matches.items()}
     if not folders:
         raise FileNotFoundError(
             f"no class folders under {root}: expected folders named like {list(classes)} "
@@ -204,6 +218,31 @@ def decode_video(path: str, short_side: int, fps: float | None) -> tuple[np.ndar
     are at, and duration. Frame t is the video frame on screen at t / fps seconds after the first
     frame (the latest one presented at or before it): frames are repeated over gaps and skipped when
     denser, so times stay true on variable-frame-rate files (counting frames drifted by seconds)."""
+    return _decode_video(path, short_side, fps)[:3]
+
+
+def _frame_time(frame, n: int, rate: float) -> float:
+    """A decoded video frame's presentation time in seconds (its index / rate where it has none): the
+    clock of :func:`decode_video`, whose time 0 is the first frame's."""
+    return float(frame.time) if frame.time is not None else n / rate
+
+
+def video_start(path: str) -> float | None:
+    """The file time (seconds) of the first video frame, time 0 of :func:`decode_video`'s frames; None
+    when the file has no (decodable) video stream."""
+    with av.open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        native = float(stream.average_rate or stream.guessed_rate or 25.0)
+        for frame in container.decode(stream):
+            return _frame_time(frame, 0, native)
+    return None
+
+
+def _decode_video(path: str, short_side: int, fps: float | None) -> tuple[np.ndarray, float, float, float]:
+    """:func:`decode_video`, plus the file time of its time 0 (the first frame's), which the audio is
+    aligned to."""
     eps = 1e-4  # seconds: a frame presented at a tick (up to timestamp rounding) is shown at it
     with av.open(path) as container:
         if not container.streams.video:
@@ -224,7 +263,7 @@ def decode_video(path: str, short_side: int, fps: float | None) -> tuple[np.ndar
                 frames.append(image)
 
         for n, frame in enumerate(container.decode(stream)):
-            t = float(frame.time) if frame.time is not None else n / native
+            t = _frame_time(frame, n, native)
             t0 = t if t0 is None else t0
             t = max(t - t0, prev_t)  # presentation times never go back
             if prev is None:
@@ -242,23 +281,74 @@ def decode_video(path: str, short_side: int, fps: float | None) -> tuple[np.ndar
             show_prev_until(prev_t + prev_dur)
     if not frames:
         raise ValueError("no decodable video frames")
-    return np.stack(frames), out_fps, len(frames) / out_fps
+    return np.stack(frames), out_fps, len(frames) / out_fps, t0
 
 
-def decode_audio(path: str, sample_rate: int) -> np.ndarray | None:
-    """Mono float32 samples at ``sample_rate``, or None when the file has no audio track."""
+GAP_TOLERANCE_S = 0.005  # audio timestamps this far (or 2 ticks of the stream's time base) from the samples' count
+
+
+def decode_audio(path: str, sample_rate: int, start: float | None = None) -> np.ndarray | None:
+    """Mono float32 samples at ``sample_rate``, or None when the file has no audio track (or none of it
+    overlaps the video). Sample 0 is the sound at file time ``start`` (seconds; default: the first video
+    frame's, time 0 of :func:`decode_video`), so the MFCC frames are on the video frames' clock: see
+    :func:`_decode_audio`."""
+    return _decode_audio(path, sample_rate, start)[0]
+
+
+def _decode_audio(path: str, sample_rate: int, start: float | None = None) -> tuple[np.ndarray | None, dict]:
+    """:func:`decode_audio`, and what was done to put the samples on the video's clock: ``audio_offset``
+    (seconds the audio stream starts after ``start``; negative: before. Padded with that much silence at
+    the front, or that much trimmed off; None: no audio or no timestamps), ``audio_gaps`` and
+    ``audio_gap_s`` (forward jumps in the audio timestamps, filled with silence so the sound after them
+    stays at its time) and ``audio_overlap_s`` (audio whose timestamps went back over sound already placed:
+    dropped). Timestamps within :data:`GAP_TOLERANCE_S` of the running sample count are rounding, not gaps."""
+    info = dict(audio_offset=None, audio_gaps=0, audio_gap_s=0.0, audio_overlap_s=0.0)
+    if start is None:
+        start = video_start(path)
     with av.open(path) as container:
         if not container.streams.audio:
-            return None
+            return None, info
+        stream = container.streams.audio[0]
+        tick = float(stream.time_base) if stream.time_base else 0.0
+        tol = int(round(max(GAP_TOLERANCE_S, 2 * tick) * sample_rate))
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
-        for frame in container.decode(container.streams.audio[0]):
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        chunks: list[np.ndarray] = []
+        first = pos = None  # sample positions relative to ``start``: of the first chunk, after the last one
+        gaps, gap, overlap = 0, 0, 0
+
+        def place(resampled) -> None:
+            nonlocal start, first, pos, gaps, gap, overlap
+            for f in resampled:
+                x = f.to_ndarray().reshape(-1)
+                t = None if f.pts is None or f.time is None else float(f.time)
+                if start is None and first is None:  # no video: the audio's own clock
+                    start = t
+                at = None if t is None or start is None else int(round((t - start) * sample_rate))
+                if first is None:
+                    first = pos = at if at is not None else 0
+                    info["audio_offset"] = None if at is None else round(at / sample_rate, 6)
+                elif at is not None and at - pos > tol:  # a gap in the timestamps: silence
+                    chunks.append(np.zeros(at - pos, np.float32))
+                    gaps, gap, pos = gaps + 1, gap + at - pos, at
+                elif at is not None and pos - at > tol:  # timestamps went back: keep what was placed first
+                    cut = min(pos - at, x.size)
+                    x, overlap = x[cut:], overlap + cut
+                chunks.append(x)
+                pos += x.size
+
+        for frame in container.decode(stream):
+            place(resampler.resample(frame))
+        place(resampler.resample(None))
+    info.update(audio_gaps=gaps, audio_gap_s=round(gap / sample_rate, 6),
+                audio_overlap_s=round(overlap / sample_rate, 6))
     if not chunks:
-        return None
+        return None, info
     samples = np.concatenate(chunks)
-    return samples if samples.size else None
+    if first > 0:  # the audio starts after the video: silence until it does
+        samples = np.concatenate([np.zeros(first, np.float32), samples])
+    elif first < 0:  # the audio starts before the video: the part before time 0 is not on the frames' clock
+        samples = samples[-first:]
+    return (samples if samples.size else None), info
 
 
 def source_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
@@ -287,7 +377,23 @@ def _finished(job: Job, out: Path) -> dict | None:
     source = row.pop("source", None)  # absent in caches of older versions: those are trusted by name
     if source is not None and source != source_fingerprint(job.path):
         return None  # another file under the same name: prepared again
+    if "audio_offset" not in row and row.get("has_audio") and _audio_shift(job.path) != 0:
+        return None  # an older version's cache, its audio not shifted to the video's start: prepared again
     return {**row, "path": job.path}  # the data root may have moved since
+
+
+def _audio_shift(path: str, sample_rate: int = SAMPLE_RATE) -> int | None:
+    """Samples (at ``sample_rate``) between the first video frame and the first audio frame, which
+    versions before the alignment ignored; None where that cannot be read (the file is prepared again)."""
+    try:
+        t0 = video_start(path)
+        with av.open(path) as container:
+            frame = next(container.decode(container.streams.audio[0]), None) if container.streams.audio else None
+        if t0 is None or frame is None or frame.time is None:
+            return 0 if frame is None or frame.time is None else None
+        return int(round((float(frame.time) - t0) * sample_rate))
+    except Exception:  # noqa: BLE001 - unreadable now: prepared again, where the error is reported
+        return None
 
 
 def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
@@ -300,8 +406,8 @@ def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
     if folder.exists():  # partial, or another video's (ids of an older version collided): redo
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    frames, fps, duration = decode_video(job.path, cfg.short_side, cfg.fps)
-    samples = decode_audio(job.path, cfg.sample_rate)
+    frames, fps, duration, t0 = _decode_video(job.path, cfg.short_side, cfg.fps)
+    samples, alignment = _decode_audio(job.path, cfg.sample_rate, start=t0)  # on the frames' clock
     has_audio = samples is not None and bool(np.any(samples))
     if has_audio:
         coeffs = mfcc(samples, cfg.sample_rate, cfg.n_mfcc, cfg.n_fft, cfg.hop)
@@ -318,9 +424,9 @@ def prepare_video(job: Job, out: Path, cfg: PrepareConfig) -> dict:
         mfcc_file=f"videos/{job.video_id}/mfcc.npy",
     )
     tmp = meta_file.with_name("meta.json.tmp")
-    tmp.write_text(json.dumps({**row, "source": source_fingerprint(job.path)}))
+    tmp.write_text(json.dumps({**row, "source": source_fingerprint(job.path), **alignment}))
     tmp.replace(meta_file)
-    return row
+    return {**row, **alignment}
 
 
 def _run(args):
@@ -435,6 +541,7 @@ def prepare(root: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfi
         log(f"interrupted: {out / INDEX_FILE} lists the {len(index)} of {len(jobs)} videos done; "
             f"run the same command again to prepare the rest")
         raise KeyboardInterrupt
+    notes += _alignment_notes(rows)
     n_audio = int((~index["has_audio"].astype(bool)).sum()) if len(index) else 0
     per_class = index["class_name"].value_counts().reindex(classes, fill_value=0)
     log(f"prepared {len(index)} videos into {out} ({n_audio} without audio track, zero MFCC); "
@@ -447,6 +554,26 @@ def prepare(root: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfi
     if index.empty:
         raise NothingPrepared(f"no video under {root} could be prepared; see {out / FAILURES_FILE}")
     return _resolve(index, out)
+
+
+def _alignment_notes(rows: list[dict]) -> list[str]:
+    """What was done to put soundtracks on their video's clock, said (the details are in each meta.json)."""
+    notes = []
+    shifted = [(r["video_id"], r["audio_offset"]) for r in rows if r.get("audio_offset")]
+    if shifted:
+        late = max(shifted, key=lambda v: abs(v[1]))
+        notes.append(f"{len(shifted)} videos' audio starts later or earlier than their first frame (up to "
+                     f"{late[1]:+.3f} s, {late[0]}): padded with silence or trimmed, so the MFCC frames are on "
+                     f"the video's clock (audio_offset in their meta.json)")
+    gapped = [r["video_id"] for r in rows if r.get("audio_gaps")]
+    if gapped:
+        notes.append(f"{len(gapped)} videos have gaps in their audio timestamps, filled with silence so the "
+                     f"sound after them stays at its time (audio_gaps, audio_gap_s in meta.json): {gapped[:5]}")
+    overlapped = [r["video_id"] for r in rows if r.get("audio_overlap_s")]
+    if overlapped:
+        notes.append(f"{len(overlapped)} videos have audio timestamps that go back; the overlapping audio was "
+                     f"dropped (audio_overlap_s in meta.json): {overlapped[:5]}")
+    return notes
 
 
 def _resolve(index: pd.DataFrame, cache: Path) -> pd.DataFrame:
