@@ -1,8 +1,10 @@
 """Aggregation over splits and seeds, paired tests, and the paper's table layouts in LaTeX / Markdown.
 
-Every cell is mean ± std (in %) over the finished runs of a row; ``n`` says how many. A grid point
-that failed or never ran (a split/seed that other rows of the same study have) is listed in
-``missing`` and flagged in the table, never silently averaged away.
+Every cell is mean ± std (in %) over the finished runs of a row; ``n`` says how many. One run has no std:
+its cell is the mean and "± –" (a table note says so), never "± 0.0". A grid point that failed or never
+ran (a split/seed that other rows of the same study have) is listed in ``missing`` and flagged in the
+table, never silently averaged away. Bold marks the best mean as printed (ties all bold) among the rows
+with the column's full n; a row with fewer finished runs does not compete (a table note says so).
 """
 from __future__ import annotations
 
@@ -26,13 +28,18 @@ class Table:
     label_header: tuple[str, ...] = ("",)
     latex_headers: dict[str, str] = field(default_factory=dict)  # compact LaTeX header per column (default: its name)
     wide: bool = False  # too wide for one column of a two-column page: LaTeX ``table*``
+    # the n column(s): header -> the columns whose n it shows (default: one "n" over every column). A row's
+    # "missing" lists every missing point; with several n columns, its "missing_by" gives each header its own
+    n_columns: dict[str, list[str]] = field(default_factory=dict)
+    n_latex_headers: dict[str, str] = field(default_factory=dict)
 
 
 def summarize(values) -> tuple[float, float, int]:
+    """(mean, sample std, n) in %; the std is NaN (undefined) for one value, as both are for none."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float) * 100
     if len(v) == 0:
         return (np.nan, np.nan, 0)
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else np.nan, len(v))
 
 
 def paired_p(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_acc") -> float:
@@ -94,14 +101,25 @@ def ablation_table(runs: pd.DataFrame, dataset: str, classes: list[str]) -> Tabl
 
 
 def loss_table(runs: pd.DataFrame) -> Table:
+    """Table 5: one column per data set, each with its own n column; a grid point is (data set, split, seed),
+    so a finished split of one data set never hides the same split failed on another."""
     ok = runs[runs["status"] == "FINISHED"]
     datasets = [d for d in ("ve8", "e6", "synth") if d in set(runs["dataset"])] or sorted(set(runs["dataset"]))
     cols = [d.upper() for d in datasets] + [f"p {d.upper()}" for d in datasets]
     rows = []
     keyed = runs.assign(key=runs["preset"] + "|" + runs["loss"])
-    missing = missing_points(keyed, "key")
+    keys = set(keyed["key"])
+    missing_by = {}  # data set -> row key -> its missing (split, seed) points in that data set
+    for d in datasets:
+        part = keyed[keyed["dataset"] == d]
+        gone = missing_points(part, "key")
+        points = sorted(set(zip(part["split"], part["seed"])), key=str)
+        for key in keys - set(part["key"]):  # a row with no run at all on this data set misses every point
+            gone[key] = [f"{s}/seed {int(x) if x == x else x}" for s, x in points]
+        missing_by[d] = gone
     for preset in ["VS+VCW+VT", "VS+VCW+VT+AT"]:
         for loss in ["ce", "pcce"]:
+            key = f"{preset}|{loss}"
             cells, ref = {}, {}
             for d in datasets:
                 part = ok[(ok["preset"] == preset) & (ok["loss"] == loss) & (ok["dataset"] == d)]
@@ -110,13 +128,17 @@ def loss_table(runs: pd.DataFrame) -> Table:
                     ce = ok[(ok["preset"] == preset) & (ok["loss"] == "ce") & (ok["dataset"] == d)]
                     cells[f"p {d.upper()}"] = paired_p(part, ce)
                 ref[d.upper()] = paper.LOSSES.get((preset, loss), {}).get(d)
-            if any(c[2] for k, c in cells.items() if isinstance(c, tuple)) or f"{preset}|{loss}" in missing:
+            if any(c[2] for k, c in cells.items() if isinstance(c, tuple)) or key in keys:
+                by = {f"n {d.upper()}": missing_by[d].get(key, []) for d in datasets}
                 rows.append({"label": (preset, loss.upper()), "cells": cells, "paper": ref,
-                             "missing": missing.get(f"{preset}|{loss}", [])})
+                             "missing": [f"{h[2:]} {p}" for h, gone in by.items() for p in gone],
+                             "missing_by": by})
     return Table("table5", "CE vs PCCE (Table 5 layout): test accuracy in %, mean ± std over splits", cols, rows,
                  bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
                  latex_headers={f"p {d.upper()}": f"$p$ {d.upper()}" for d in datasets}, wide=True,
-                 notes=["p: paired t-test PCCE vs CE over splits/seeds."])
+                 notes=["p: paired t-test PCCE vs CE over splits/seeds; n: finished runs per data set."],
+                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets},
+                 n_latex_headers={f"n {d.upper()}": stack("$n$", d.upper()) for d in datasets})
 
 
 def main_table(runs: pd.DataFrame, dataset: str) -> Table:
@@ -177,30 +199,92 @@ def attention_truth_table(runs: pd.DataFrame) -> Table | None:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
-def _best(table: Table) -> dict[str, float]:
+def _printed(mean: float) -> str:
+    return f"{mean:.1f}"
+
+
+def _full_n(table: Table, column: str) -> int:
+    """The largest n of a column: a row competes for bold there only with this many finished runs."""
+    return max((r["cells"][column][2] for r in table.rows if isinstance(r["cells"].get(column), tuple)), default=0)
+
+
+def _competes(value, full: int) -> bool:
+    """A cited number, or a cell over the column's full n of finished runs."""
+    if isinstance(value, tuple):
+        return value[2] > 0 and value[2] == full
+    return isinstance(value, float) and value == value
+
+
+def _best(table: Table) -> dict[str, tuple[str, int]]:
+    """Per bold column: (the best mean as printed, the column's full n). Compared as printed (two cells both
+    printing 55.0 are both bold), among cited numbers and the rows with the column's full n (a row with fewer
+    runs is never bold, even where it ties)."""
     best = {}
     for c in table.bold_columns:
-        means = [r["cells"][c][0] for r in table.rows if isinstance(r["cells"].get(c), tuple) and r["cells"][c][2]]
-        means += [r["cells"][c] for r in table.rows if isinstance(r["cells"].get(c), float)]
-        if means:
-            best[c] = max(means)
+        full = _full_n(table, c)
+        values = [r["cells"][c] for r in table.rows if _competes(r["cells"].get(c), full)]
+        if values:
+            best[c] = (_printed(max(float(_printed(v[0] if isinstance(v, tuple) else v)) for v in values)), full)
     return best
+
+
+def _is_best(value, column: str, best: dict) -> bool:
+    if column not in best or not _competes(value, best[column][1]):
+        return False
+    return _printed(value[0] if isinstance(value, tuple) else value) == best[column][0]
+
+
+def _p_text(value: float) -> str:
+    """p to three decimals; below .0005 (it would print 0.000) as "<0.001"."""
+    return "" if value != value else ("<0.001" if f"{value:.3f}" == "0.000" else f"{value:.3f}")
+
+
+def _n_columns(table: Table) -> dict[str, list[str]]:
+    return table.n_columns or {"n": table.columns}
+
+
+def _n_text(row: dict, columns: list[str], dash: str) -> str:
+    """The n of a row's cells in ``columns``: one number, or the range when they differ; "cited" without runs."""
+    ns = [row["cells"][c][2] for c in columns if isinstance(row["cells"].get(c), tuple)]
+    if not ns:
+        return "cited"
+    done = sorted({n for n in ns if n}) or [0]
+    return str(done[0]) if len(done) == 1 else f"{done[0]}{dash}{done[-1]}"
+
+
+def _row_missing(table: Table, row: dict, header: str) -> list[str]:
+    return row.get("missing_by", {}).get(header, []) if table.n_columns else row["missing"]
+
+
+def _single_runs(table: Table) -> bool:
+    return any(isinstance(v, tuple) and v[2] == 1 for r in table.rows for v in r["cells"].values())
+
+
+def _rule_notes(table: Table, std_shown: bool = True) -> list[str]:
+    """Notes that say how to read the cells: one run (no std), and the bold rule where a row sat out."""
+    notes = []
+    if std_shown and _single_runs(table):
+        notes.append("± –: one run, no std (undefined for n = 1).")
+    if any(isinstance(r["cells"].get(c), tuple) and 0 < r["cells"][c][2] < _full_n(table, c)
+           for c in table.bold_columns for r in table.rows):
+        notes.append("Bold: best mean as printed (ties all bold) among rows with all runs of the column "
+                     "(full n); a row with fewer finished runs is not bold.")
+    return notes
 
 
 def _cell(value, column: str, best: dict, bold, compare: float | None) -> str:
     if value is None:
         return ""
     if column.startswith("p"):
-        return "" if value != value else f"{value:.3f}"
+        return _p_text(value)
     if isinstance(value, tuple):
         mean, std, n = value
         if n == 0:
             return "missing"
-        text = f"{mean:.1f} ± {std:.1f}"
-        is_best = column in best and np.isclose(mean, best[column])
+        text = f"{_printed(mean)} ± {'–' if n < 2 or std != std else f'{std:.1f}'}"
     else:
-        text, is_best = f"{value:.1f}", column in best and np.isclose(value, best[column])
-    text = bold(text) if is_best else text
+        text = _printed(value)
+    text = bold(text) if _is_best(value, column, best) else text
     if compare is not None and isinstance(value, tuple) and value[2]:
         text += f" ({value[0] - compare:+.1f})"
     return text
@@ -208,20 +292,21 @@ def _cell(value, column: str, best: dict, bold, compare: float | None) -> str:
 
 def to_markdown(table: Table, compare_paper: bool = False) -> str:
     best = _best(table)
-    header = list(table.label_header) + table.columns + ["n"]
+    n_cols = _n_columns(table)
+    header = list(table.label_header) + table.columns + list(n_cols)
     lines = [f"**{table.caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.rows:
         label = list(r["label"]) if isinstance(r["label"], tuple) else [r["label"]]
         cells = [_cell(r["cells"].get(c), c, best, lambda s: f"**{s}**",
                        r["paper"].get(c) if compare_paper else None) for c in table.columns]
-        ns = [v[2] for v in r["cells"].values() if isinstance(v, tuple)]
-        n = str(max(ns)) if ns else "cited"
-        if r["missing"]:
-            n += f" (missing: {', '.join(r['missing'])})"
-        lines.append("| " + " | ".join(label + cells + [n]) + " |")
+        ns = []
+        for h, cols in n_cols.items():
+            n, gone = _n_text(r, cols, "–"), _row_missing(table, r, h)
+            ns.append(n + (f" (missing: {', '.join(gone)})" if gone else ""))
+        lines.append("| " + " | ".join(label + cells + ns) + " |")
     if compare_paper and any(v is not None for r in table.rows for v in r["paper"].values()):
         lines += ["", "(±x.x) after a cell: difference to the paper's number."]
-    lines += [""] + [f"_{n}_" for n in table.notes]
+    lines += [""] + [f"_{n}_" for n in table.notes + _rule_notes(table)]
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +321,8 @@ def stack(*lines: str) -> str:
 
 
 def _tex(text: str) -> str:
-    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("λ", r"$\lambda$")
+    return (text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")
+            .replace("λ", r"$\lambda$").replace("–", "--"))
 
 
 STD_STYLES = ("row", "inline", "none")
@@ -246,15 +332,19 @@ def _tex_cell(value, column: str, best: dict, std: str) -> tuple[str, str]:
     """(mean text, std text) of one cell: the mean in bold when best; the std in scriptsize."""
     if value is None:
         return "", ""
-    if column.startswith("p"):
-        return ("" if value != value else f"{value:.3f}".removeprefix("0")), ""  # ".012", as papers print p
+    if column.startswith("p"):  # ".012", as papers print p; "$<$.001" below .0005
+        text = _p_text(value)
+        return ("$<$.001" if text.startswith("<") else text.removeprefix("0")), ""
     mean, sd = (value[0], value[1]) if isinstance(value, tuple) else (value, None)
     if isinstance(value, tuple) and value[2] == 0:
         return "--", ""
-    text = f"{mean:.1f}"
-    if column in best and np.isclose(mean, best[column]):
+    text = _printed(mean)
+    if _is_best(value, column, best):
         text = rf"\textbf{{{text}}}"
-    spread = "" if sd is None or std == "none" else rf"{{\scriptsize$\pm${sd:.1f}}}"
+    if sd is None or std == "none":
+        spread = ""
+    else:  # one run: "--", no std
+        spread = rf"{{\scriptsize$\pm${'--' if value[2] < 2 or sd != sd else f'{sd:.1f}'}}}"
     return (text + spread, "") if std == "inline" else (text, spread)
 
 
@@ -270,33 +360,35 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
     best = _best(table)
     env = "table*" if table.wide else "table"
     labels = len(table.label_header)
+    n_cols = _n_columns(table)
     header = [_tex(h) for h in table.label_header] + [table.latex_headers.get(c, _tex(c)) for c in table.columns]
+    header += [table.n_latex_headers.get(h, "$n$" if h == "n" else _tex(h)) for h in n_cols]
     lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize" if table.wide else r"\small",
              rf"\setlength{{\tabcolsep}}{{{1.5 if table.wide else 2.5}pt}}",
              f"\\caption{{{_tex(table.caption)}}}", f"\\label{{tab:{table.name}}}",
-             f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + 1)}}}", r"\toprule",
-             " & ".join(header + ["$n$"]) + r" \\", r"\midrule"]
+             f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + len(n_cols))}}}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
     previous = None
     for r in table.rows:
         label = [_tex(x) for x in (r["label"] if isinstance(r["label"], tuple) else (r["label"],))]
         label, previous = ([""] + label[1:] if labels > 1 and label[0] == previous else label), label[0]  # as Table 5
         cells = [_tex_cell(r["cells"].get(c), c, best, std) for c in table.columns]
-        ns = [v[2] for v in r["cells"].values() if isinstance(v, tuple)]
-        n = (str(max(ns)) if ns else "--") + (r"$^\dagger$" if r["missing"] else "")
-        rows = [label + [m for m, _ in cells] + [n]]
+        ns = [_n_text(r, cols, "--").replace("cited", "--") + (r"$^\dagger$" if _row_missing(table, r, h) else "")
+              for h, cols in n_cols.items()]
+        rows = [label + [m for m, _ in cells] + ns]
         if std == "row" and any(s for _, s in cells):
-            rows.append([""] * labels + [s for _, s in cells] + [""])
+            rows.append([""] * labels + [s for _, s in cells] + [""] * len(n_cols))
         ref = {c: v for c, v in r["paper"].items() if v is not None} if compare_paper else {}
         if ref:
             rows.append([r"\quad\textit{paper}"] + [""] * (labels - 1)
-                        + [rf"\textit{{{ref[c]:.1f}}}" if c in ref else "" for c in table.columns] + [""])
+                        + [rf"\textit{{{ref[c]:.1f}}}" if c in ref else "" for c in table.columns] + [""] * len(n_cols))
         lines += [" & ".join(row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if std == "inline":  # last resort: shrink to the line, only when wider
         start = lines.index(next(x for x in lines if x.startswith(r"\begin{tabular}")))
         lines[start] = r"\sbox0{" + lines[start]
         lines[-1] += r"}\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi"
-    notes = list(table.notes)
+    notes = list(table.notes) + _rule_notes(table, std_shown=std != "none")
     if any(r["missing"] for r in table.rows):
         notes.append("$^\\dagger$ some grid points failed or never ran; see the Markdown report.")
     if notes:

@@ -65,7 +65,8 @@ def test_ablation_cells_bold_pvalues_and_missing(store):
     full = table.rows[4]
     assert full["cells"]["Accuracy"][2] == 2 and full["missing"] == ["split_02/seed 0"]
     md = to_markdown(table, compare_paper=True)
-    assert "**56.0 ± 1.4**" in md  # best accuracy (VS+VCW+VT+AT, 2 runs) in bold
+    # the best accuracy (VS+VCW+VT+AT) has 2 of 3 runs: not bold; the best of the full rows (VS+VCW+VT) is
+    assert "| 56.0 ± 1.4 (" in md and "**56.0" not in md and "| **54.3 ± 1.5** (" in md
     assert "missing: split_02/seed 0" in md
     assert f"{np.mean([50, 53, 52]) - 51.7:+.1f}" in md.split("| VS |")[1].split("\n")[0]
 
@@ -82,8 +83,9 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     assert "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex and tex.startswith(r"\begin{table*}")
     assert tex.count(r"\begin{") == tex.count(r"\end{")
     full = next(i for i, line in enumerate(body) if line.startswith("VS+VCW+VT+AT &"))
-    assert r"\textbf{56.0}" in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
-    assert r"\textbf{56.0}{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
+    assert " & 56.0 & " in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
+    assert r"\textbf{54.3}" in body[full - 2] and r"\textbf{56.0}" not in tex  # 2 of 3 runs: not bold
+    assert r" 56.0{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
     assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1]
     paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines()
                      if line.startswith(r"\quad\textit{paper}"))
@@ -370,3 +372,120 @@ def test_a_table_holds_one_study_run(tmp_path):
     assert sorted(pooled["test_acc"]) == [0.31, 0.32, 0.90]
     with pytest.raises(ValueError, match="is not among the runs"):
         load_runs("ablation-synth", uri, parent="0" * 32)
+
+
+# ---- silent wrong results in the paper's tables: n = 1, bold, Table 5's data sets, tiny p -----------------------
+def _frame(rows):
+    import pandas as pd
+
+    base = dict(status="FINISHED", dataset="ve8", preset="VS+VCW+VT+AT", loss="pcce", lam=0.5, seed=0)
+    return pd.DataFrame([{"run_id": str(i), **base, **r} for i, r in enumerate(rows)])
+
+
+def test_one_run_has_no_std_not_a_zero_one():
+    """n = 1 (every E-6 cell under the paper's protocol: one official split): the std is undefined, the cell
+    prints the mean and "± –" with a note, in Markdown and in LaTeX (row and inline), never "± 0.0"."""
+    from analysis.tables import lambda_table, summarize
+
+    mean, sd, n = summarize([0.56])
+    assert mean == pytest.approx(56.0) and np.isnan(sd) and n == 1
+    runs = _frame([dict(lam=0.5, split="official", test_acc=0.56, test_polarity_acc=0.70),
+                   dict(lam=1.0, split="official", test_acc=0.55, test_polarity_acc=0.71)])
+    table = lambda_table(runs)
+    md = to_markdown(table)
+    assert "± 0.0" not in md and "nan" not in md
+    assert "| 0.5 | **56.0 ± –** | 70.0 ± – | 1 |" in md
+    assert "_± –: one run, no std (undefined for n = 1)._" in md
+    row = to_latex(table)
+    assert r"\pm$0.0" not in row and "nan" not in row
+    body = row.split(r"\midrule")[1].strip().splitlines()
+    assert body[0] == r"0.5 & \textbf{56.0} & 70.0 & 1 \\"
+    assert body[1] == r" & {\scriptsize$\pm$--} & {\scriptsize$\pm$--} &  \\"
+    assert r"$\pm$ --: one run, no std" in row
+    assert r"\textbf{56.0}{\scriptsize$\pm$--}" in to_latex(table, std="inline")
+    none = to_latex(table, std="none")  # mean only: no std to explain, n in its column
+    assert r"\pm" not in none.split(r"\midrule")[1] and "one run" not in none
+    assert r"0.5 & \textbf{56.0} & 70.0 & 1 \\" in none
+
+
+def test_bold_compares_printed_means_and_only_full_rows():
+    """Two means both printing 55.0 are both bold (before: the larger unrounded one only); a row with 1 of 10
+    runs finished does not take the bold from rows with all 10, even where it ties with them."""
+    from analysis.tables import lambda_table
+
+    rows = []
+    for lam, acc in ((0.1, 0.5501), (0.5, 0.5504), (1.0, 0.601)):
+        for s in range(10):
+            failed = lam == 1.0 and s > 0
+            rows.append(dict(lam=lam, split=f"split_{s:02d}", status="FAILED" if failed else "FINISHED",
+                             test_acc=np.nan if failed else acc + (0.001 if s % 2 else -0.001),
+                             test_polarity_acc=np.nan if failed else 0.70))
+    table = lambda_table(_frame(rows))
+    md = to_markdown(table)
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert "| **55.0 ± 0.1** | **70.0 ± 0.0** | 10 |" in lines["| 0.1"]
+    assert "| **55.0 ± 0.1** | **70.0 ± 0.0** | 10 |" in lines["| 0.5"]
+    # the best mean, but 1 of 10 runs finished: not bold
+    assert "| 60.0 ± – | 70.0 ± – | 1 (missing: split_01/seed 0" in lines["| 1"]
+    assert "_Bold: best mean as printed (ties all bold) among rows with all runs of the column (full n)" in md
+    tex = to_latex(table).split(r"\midrule")[1]
+    assert tex.count(r"\textbf{55.0}") == 2 and r"\textbf{60.0}" not in tex and tex.count(r"\textbf{70.0}") == 2
+    assert r"1 & 60.0 & 70.0 & 1$^\dagger$" in tex
+
+
+def test_loss_table_keys_missing_runs_by_data_set_and_counts_n_per_data_set():
+    """A failed split_00 on SYNTH is not hidden by the finished split_00 on VE8: dagger and warning name it; each
+    data set has its own n (an E-6-like column of one run says 1, not VE8's 3)."""
+    rows = []
+    for d, splits in (("ve8", 3), ("synth", 3), ("e6", 1)):
+        for preset in ("VS+VCW+VT", "VS+VCW+VT+AT"):
+            for loss in ("ce", "pcce"):
+                for s in range(splits):
+                    failed = d == "synth" and preset == "VS+VCW+VT" and loss == "ce" and s == 0
+                    acc = 0.50 + (0.05 if loss == "pcce" else 0) + 0.01 * s
+                    rows.append(dict(dataset=d, preset=preset, loss=loss, split=f"split_{s:02d}", lam=0.5,
+                                     status="FAILED" if failed else "FINISHED", test_acc=np.nan if failed else acc))
+    table = loss_table(_frame(rows))
+    ce = table.rows[0]
+    assert ce["label"] == ("VS+VCW+VT", "CE") and ce["missing"] == ["SYNTH split_00/seed 0"]
+    assert [r["missing"] for r in table.rows[1:]] == [[], [], []]
+    assert [ce["cells"][d][2] for d in ("VE8", "E6", "SYNTH")] == [3, 1, 2]
+    md = to_markdown(table)
+    assert "| Attentions | Loss | VE8 | E6 | SYNTH | p VE8 | p E6 | p SYNTH | n VE8 | n E6 | n SYNTH |" in md
+    assert "| 51.0 ± 1.0 | 50.0 ± – | 51.5 ± 0.7 |  |  |  | 3 | 1 | 2 (missing: split_00/seed 0) |" in md
+    tex = to_latex(table)
+    assert r"VS+VCW+VT & CE & 51.0 & 50.0 & 51.5 &  &  &  & 3 & 1 & 2$^\dagger$ \\" in tex
+    assert r"$n$\\VE8" in tex and r"$n$\\SYNTH" in tex  # n of each data set in its own column
+    header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
+    spec = re.search(r"\\begin\{tabular\}\{([lc]+)\}", tex).group(1)
+    for line in [header] + tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines():
+        assert line.count("&") == len(spec) - 1
+    # SYNTH's CE row (2 of 3 runs) is not bold; the full rows compete
+    assert "**51.5" not in md and "| VS+VCW+VT+AT | CE | 51.0 ± 1.0 | 50.0 ± – | 51.0 ± 1.0 |" in md
+
+
+def test_tiny_p_values_print_as_below_a_thousandth():
+    """p < .0005 printed as 0.000 (Markdown) and .000 (LaTeX), which reads as p = 0."""
+    rows = []
+    for loss, shift in (("ce", 0.0), ("pcce", 0.05)):
+        for s, noise in enumerate((0.001, -0.002, 0.0, 0.002, -0.001)):
+            rows.append(dict(preset="VS+VCW+VT", loss=loss, split=f"split_{s:02d}",
+                             test_acc=0.5 + shift + noise * (loss == "pcce")))
+    table = loss_table(_frame(rows))
+    p = table.rows[1]["cells"]["p VE8"]
+    assert 0 < p < 0.0005
+    md = to_markdown(table)
+    assert "| <0.001 |" in md and "0.000" not in md
+    tex = to_latex(table)
+    assert r"& $<$.001 &" in tex and ".000 " not in tex and "& <" not in tex  # "<" in text mode prints as "¡"
+
+
+def test_a_row_whose_cells_differ_in_n_shows_the_range():
+    """A metric missing from some runs (an older run without test_polarity_acc): the row's n is "2–3", not 3."""
+    from analysis.tables import lambda_table
+
+    runs = _frame([dict(lam=0.5, split=f"split_{s:02d}", test_acc=0.5 + 0.01 * s,
+                        test_polarity_acc=np.nan if s == 2 else 0.7) for s in range(3)])
+    table = lambda_table(runs)
+    assert "| 0.5 | **51.0 ± 1.0** | **70.0 ± 0.0** | 2–3 |" in to_markdown(table)
+    assert r"0.5 & \textbf{51.0} & \textbf{70.0} & 2--3 \\" in to_latex(table)

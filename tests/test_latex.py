@@ -103,3 +103,27 @@ def test_table5_names_each_attention_set_once():
     body = to_latex(table5).split(r"\midrule")[1].splitlines()
     assert [line.split(" & ")[:2] for line in body if "CE &" in line] == [
         ["VS+VCW+VT", "CE"], ["", "PCCE"], ["VS+VCW+VT+AT", "CE"], ["", "PCCE"]]
+
+
+def single_runs_and_tiny_p() -> pd.DataFrame:
+    """The paper's E-6 protocol (one official split: n = 1, no std) beside VE-8 runs whose PCCE-CE paired test
+    gives p < .0005 (printed "$<$.001"), plus a row with fewer runs (the bold-rule note)."""
+    runs = all_studies()
+    runs = runs[(runs["dataset"] != "e6") | (runs["split"] == "split_00")].copy()
+    runs.loc[runs["dataset"] == "e6", "split"] = "official"
+    pcce = (runs["study"] == "loss_comparison") & (runs["loss"] == "pcce") & (runs["dataset"] == "ve8")
+    runs.loc[pcce, "test_acc"] += 0.05 + 1e-4 * (np.arange(pcce.sum()) % 3)
+    return runs
+
+
+@needs_tex
+@pytest.mark.parametrize("document", DOCUMENTS)
+@pytest.mark.parametrize("std", STD_STYLES)
+def test_single_runs_and_tiny_p_compile_and_fit(document, std, tmp_path):
+    tables = build_tables(single_runs_and_tiny_p())
+    tex = {f"{t.name}_{paper}": to_latex(t, compare_paper=paper == "paper", std=std)
+           for t in tables for paper in ("paper", "plain")}
+    assert "$<$.001" in tex["table5_plain"] and (r"{\scriptsize$\pm$--}" in tex["table4_e6_plain"]) == (std != "none")
+    packages = "booktabs,graphicx" if std == "inline" else "booktabs"
+    too_wide = {name: lines for name, lines in overfull(tex, document, tmp_path, packages).items() if lines}
+    assert not too_wide, too_wide
