@@ -33,7 +33,11 @@ def lambda_figure(runs: pd.DataFrame, path: Path) -> Path:
     ok = runs[runs["status"] == "FINISHED"].dropna(subset=["lam"])
     g = ok.groupby("lam")["test_acc"].agg(["mean", "std", "count"]).reset_index()
     fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.errorbar(g["lam"], g["mean"] * 100, yerr=g["std"].fillna(0) * 100, marker="o", capsize=3)
+    # one run has no std: no error bar (NaN draws none; 0 would read as no spread), and the point says n = 1
+    ax.errorbar(g["lam"], g["mean"] * 100, yerr=g["std"] * 100, marker="o", capsize=3)
+    for lam, mean, n in zip(g["lam"], g["mean"], g["count"]):
+        if n < 2:
+            ax.annotate("n = 1", (lam, mean * 100), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("PCCE λ (0 = cross-entropy)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs λ (mean ± std over splits)", fontsize=9)

@@ -489,3 +489,25 @@ def test_a_row_whose_cells_differ_in_n_shows_the_range():
     table = lambda_table(runs)
     assert "| 0.5 | **51.0 ± 1.0** | **70.0 ± 0.0** | 2–3 |" in to_markdown(table)
     assert r"0.5 & \textbf{51.0} & \textbf{70.0} & 2--3 \\" in to_latex(table)
+
+
+def test_lambda_figure_draws_no_error_bar_for_one_run(tmp_path, monkeypatch):
+    """A λ point with one run has no std: no error bar (a bar of 0 would read as no spread), marked n = 1."""
+    import pandas as pd
+
+    from analysis import figures
+
+    shown = {}
+
+    def keep(fig, path, dpi=150):
+        shown["fig"] = fig
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    runs = pd.DataFrame({"status": "FINISHED", "lam": [0.5, 0.5, 0.5, 1.0], "test_acc": [0.50, 0.52, 0.54, 0.60]})
+    figures.lambda_figure(runs, tmp_path / "l.png")
+    ax = shown["fig"].axes[0]
+    (container,) = ax.containers
+    bars = container.lines[2][0].get_segments()  # one vertical error bar per λ that has a std
+    assert len(bars) == 2 and np.isnan(bars[1]).all() and np.allclose(bars[0][:, 1], [50.0, 54.0])
+    assert [t.get_text() for t in ax.texts] == ["n = 1"]
