@@ -284,3 +284,38 @@ def test_attention_init_names_are_checked_and_kept_off_the_reference_style():
     with pytest.warns(UserWarning, match="spatial_init=saliency, channel_init=uniform: the paper styles"):
         cfg = ModelConfig(attention_style="reference", spatial_init="saliency", channel_init="uniform")
     assert (cfg.spatial_init, cfg.channel_init) == ("random", "random")
+
+
+def test_relative_key_cue_options(tmp_path):
+    """segment_flash: the key segment is the brightest of its video by at least key_flash - segment_flash;
+    flash_all: the box brightens with its segment too; offset: the whole frame (box too) shifts per video;
+    confuser_same: the other segments' box shows one colour. Off by default: the demo's set is unchanged."""
+    from vaanet.data.ingest import decode_video
+
+    cfg = SynthConfig(videos_per_class=2, duration=2.0, fps=8, resolutions=((96, 72),), distractors=0, noise=0.0,
+                      background=(100.0, 100.0), key_flash=60.0, segment_flash=30.0, flash_all=True,
+                      offset=(-40.0, 40.0), confuser_same=True)
+    generate(tmp_path / "v", cfg, workers=1)
+    truth = pd.read_csv(tmp_path / "v" / "synth_truth.csv")
+    offsets = []
+    for _, r in truth.iterrows():
+        frames = np.asarray(decode_video(str(tmp_path / "v" / r["file"]), 72, None)[0], np.float32)
+        T, H, W, _ = frames.shape
+        seg = np.minimum((np.arange(T) * 4) // T, 3)
+        key = int(r["key_segments"])
+        corner = np.array([frames[seg == s][:, :6, :6].mean() for s in range(4)])  # background grey + flash
+        others = [s for s in range(4) if s != key]
+        assert corner[key] - corner[others].max() > 30 - 6, (r["video_id"], corner)  # margin >= 60 - 30
+        assert corner[others].min() - 100 > -40 - 6 and corner[others].max() - 100 < 40 + 30 + 6, corner
+        offsets.append(corner[others].min() - 100)
+        x0, x1 = int(r["box_x0"] * W) + 3, int(r["box_x1"] * W) - 3
+        y0, y1 = int(r["box_y0"] * H) + 3, int(r["box_y1"] * H) - 3
+        box = np.stack([frames[seg == s][:, y0:y1, x0:x1].mean(axis=(0, 1, 2)) for s in range(4)])  # [4, RGB]
+        assert np.abs(box[others] - box[others].mean(0)).max() < 45, box  # one colour (flashes up to 30 apart)
+        assert box[key].min() > box[others].min(1).max(), box  # the box brightens with the key flash
+    assert np.ptp(offsets) > 10  # the offset is drawn per video
+    default = SynthConfig()
+    assert (default.segment_flash, default.flash_all, default.offset, default.confuser_same) == (0.0, False, (0.0, 0.0),
+                                                                                                 False)
+    with pytest.raises(ValueError, match="segment_flash"):
+        SynthConfig(key_flash=30.0, segment_flash=30.0)

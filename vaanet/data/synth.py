@@ -22,7 +22,9 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
   ``confuser_tint`` tints the other segments' background towards a random pair colour,
   ``tint_key_segments`` tints the key segments' background too; ``background`` sets the range each video's
-  grey is drawn from (wide, with a small ``key_flash``, a single segment no longer tells whether it is key).
+  grey is drawn from (wide, with a small ``key_flash``, a single segment no longer tells whether it is key);
+  ``segment_flash`` brightens the other segments by a random level below ``key_flash`` (the key segment is the
+  brightest of its video: a relative cue); ``confuser_same`` shows one confuser colour in all other segments.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -72,6 +74,14 @@ class SynthConfig:
     exposure: tuple[float, float] = (1.0, 1.0)  # each video's whole frame x a gain drawn from this range ...
     key_exposure: float = 1.0  # ... and x this in the key segments (box and squares too: a key cue the box shows)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
+    confuser_same: bool = False  # other segments all show one random pair colour (label-free: drawn from all
+    # pairs): the majority colour misleads uniform temporal pooling whenever it is not the class's
+    segment_flash: float = 0.0  # other segments brighten by a level drawn per segment from [0, segment_flash): with
+    # key_flash > segment_flash the key segment is the brightest of its video, by a margin of at least the difference
+    flash_all: bool = False  # the segments' brightening covers the box and the squares too (the key cue is then also
+    # where spatial attention looks)
+    offset: tuple[float, float] = (0.0, 0.0)  # each video's whole frame (box and squares too) + a level drawn from
+    # this range (0-255): with flash_all, a single segment's brightness no longer tells whether it is key
     confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
     tint_key_segments: bool = False  # confuser_tint also in the key segments (a random pair colour, label-free)
     no_audio_fraction: float = 0.0
@@ -97,6 +107,11 @@ class SynthConfig:
                              f"{self.key_exposure}")
         if not self.distractor_motion >= 0:
             raise ValueError(f"distractor_motion must be >= 0, got {self.distractor_motion}")
+        if self.segment_flash < 0 or (self.segment_flash > 0 and self.key_flash <= self.segment_flash):
+            raise ValueError(f"need 0 <= segment_flash < key_flash so that the key segment is the brightest, got "
+                             f"segment_flash {self.segment_flash}, key_flash {self.key_flash}")
+        if self.confuser_same and self.key_segments != 1:
+            raise ValueError("confuser_same needs key_segments = 1 (one key segment against one confuser colour)")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -127,7 +142,8 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
 
 def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
             confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False,
-            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0, motion=1.0):
+            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0, motion=1.0, same=False,
+            segment_flash=0.0, flash_all=False, offset=(0.0, 0.0)):
     x0, y0, side = box
     base = rng.uniform(*grey_range) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
@@ -151,25 +167,40 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     # the box: the class pair's colour in key segments; elsewhere a random pair colour (label-free),
     # blended with the background at strength ``confuser``
     grey = background[y0, x0]
-    patch_colour = {s: colours[pair] if s in keys else
-                    confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
-                    for s in range(int(seg_of_frame.max()) + 1)}
+    n_seg = int(seg_of_frame.max()) + 1
+    if same:  # one label-free confuser colour for all other segments (drawn only here: the default set's draws
+        # are unchanged)
+        other = int(rng.integers(len(colours)))
+        patch_colour = {s: colours[pair] if s in keys else confuser * colours[other] + (1 - confuser) * grey
+                        for s in range(n_seg)}
+    else:
+        patch_colour = {s: colours[pair] if s in keys else
+                        confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
+                        for s in range(n_seg)}
+    # each segment's brightening: key_flash in the key segments, [0, segment_flash) in the others
+    seg_flash = {s: flash if s in keys else (float(rng.uniform(0, segment_flash)) if segment_flash else 0.0)
+                 for s in range(n_seg)}
     # other segments: the background tinted towards a random pair colour (label-free, drawn after the box's)
     tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and (tint_keys or s not in keys)
                  else 0.0)
              for s in range(int(seg_of_frame.max()) + 1)}
     # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
     gain = float(rng.uniform(*exposure)) if exposure != (1.0, 1.0) else 1.0
+    level = float(rng.uniform(*offset)) if offset != (0.0, 0.0) else 0.0  # drawn only when used (draws unchanged)
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
-        img = background + (flash if s in keys else 0.0) + tints[s]
+        img = background + (0.0 if flash_all else seg_flash[s]) + tints[s]
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
         if ring:
             img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
+        if flash_all:
+            img += seg_flash[s]
+        if level:
+            img += level
         if gain != 1.0 or key_exposure != 1.0:
             img *= gain * (key_exposure if s in keys else 1.0)
         img += rng.normal(0, noise, img.shape).astype(np.float32)
@@ -233,7 +264,8 @@ def _make_video(job: dict) -> dict:
     frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
                      cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
                      cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background,
-                     tuple(cfg.exposure), cfg.key_exposure, cfg.distractor_motion)
+                     tuple(cfg.exposure), cfg.key_exposure, cfg.distractor_motion, cfg.confuser_same,
+                     cfg.segment_flash, cfg.flash_all, tuple(cfg.offset))
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
