@@ -32,6 +32,7 @@ class Table:
     # "missing" lists every missing point; with several n columns, its "missing_by" gives each header its own
     n_columns: dict[str, list[str]] = field(default_factory=dict)
     n_latex_headers: dict[str, str] = field(default_factory=dict)
+    p_columns: list[str] = field(default_factory=list)  # the columns that hold a p value (printed as p)
 
 
 def summarize(values) -> tuple[float, float, int]:
@@ -97,7 +98,8 @@ def ablation_table(runs: pd.DataFrame, dataset: str, classes: list[str]) -> Tabl
                  f"(Table {number} layout): test accuracy in %, mean ± std over splits", cols, rows,
                  bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",),
                  latex_headers={**short, "Accuracy": "Acc.", "Mean class acc.": stack("Mean", "class"),
-                                "p vs previous": "$p$"}, wide=True)
+                                "p vs previous": "$p$"}, wide=True,
+                 p_columns=["p vs previous"])
 
 
 def loss_table(runs: pd.DataFrame) -> Table:
@@ -137,7 +139,7 @@ def loss_table(runs: pd.DataFrame) -> Table:
                  bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
                  latex_headers={f"p {d.upper()}": f"$p$ {d.upper()}" for d in datasets}, wide=True,
                  notes=["p: paired t-test PCCE vs CE over splits/seeds; n: finished runs per data set."],
-                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets},
+                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets}, p_columns=[f"p {d.upper()}" for d in datasets],
                  n_latex_headers={f"n {d.upper()}": stack("$n$", d.upper()) for d in datasets})
 
 
@@ -235,8 +237,8 @@ def _is_best(value, column: str, best: dict) -> bool:
 
 
 def _p_text(value: float) -> str:
-    """p to three decimals; below .0005 (it would print 0.000) as "<0.001"."""
-    return "" if value != value else ("<0.001" if f"{value:.3f}" == "0.000" else f"{value:.3f}")
+    """p to three decimals; below .0005 (it would print 0.000) as "<0.001"; undefined (NaN) as "–"."""
+    return "–" if value != value else ("<0.001" if f"{value:.3f}" == "0.000" else f"{value:.3f}")
 
 
 def _n_columns(table: Table) -> dict[str, list[str]]:
@@ -265,6 +267,10 @@ def _rule_notes(table: Table, std_shown: bool = True) -> list[str]:
     notes = []
     if std_shown and _single_runs(table):
         notes.append("± –: one run, no std (undefined for n = 1).")
+    if any(isinstance(r["cells"].get(c), float) and r["cells"][c] != r["cells"][c] for c in table.p_columns
+           for r in table.rows):
+        notes.append("p –: the paired t-test is undefined (fewer than 2 paired runs, or no variance in the "
+                     "differences).")
     if any(isinstance(r["cells"].get(c), tuple) and 0 < r["cells"][c][2] < _full_n(table, c)
            for c in table.bold_columns for r in table.rows):
         notes.append("Bold: best mean as printed (ties all bold) among rows with all runs of the column "
@@ -272,10 +278,10 @@ def _rule_notes(table: Table, std_shown: bool = True) -> list[str]:
     return notes
 
 
-def _cell(value, column: str, best: dict, bold, compare: float | None) -> str:
+def _cell(value, column: str, best: dict, bold, compare: float | None, is_p: bool = False) -> str:
     if value is None:
         return ""
-    if column.startswith("p"):
+    if is_p:
         return _p_text(value)
     if isinstance(value, tuple):
         mean, std, n = value
@@ -298,7 +304,7 @@ def to_markdown(table: Table, compare_paper: bool = False) -> str:
     for r in table.rows:
         label = list(r["label"]) if isinstance(r["label"], tuple) else [r["label"]]
         cells = [_cell(r["cells"].get(c), c, best, lambda s: f"**{s}**",
-                       r["paper"].get(c) if compare_paper else None) for c in table.columns]
+                       r["paper"].get(c) if compare_paper else None, c in table.p_columns) for c in table.columns]
         ns = []
         for h, cols in n_cols.items():
             n, gone = _n_text(r, cols, "–"), _row_missing(table, r, h)
@@ -328,13 +334,13 @@ def _tex(text: str) -> str:
 STD_STYLES = ("row", "inline", "none")
 
 
-def _tex_cell(value, column: str, best: dict, std: str) -> tuple[str, str]:
+def _tex_cell(value, column: str, best: dict, std: str, is_p: bool = False) -> tuple[str, str]:
     """(mean text, std text) of one cell: the mean in bold when best; the std in scriptsize."""
     if value is None:
         return "", ""
-    if column.startswith("p"):  # ".012", as papers print p; "$<$.001" below .0005
+    if is_p:  # ".012", as papers print p; "$<$.001" below .0005; "--" undefined
         text = _p_text(value)
-        return ("$<$.001" if text.startswith("<") else text.removeprefix("0")), ""
+        return ("$<$.001" if text.startswith("<") else "--" if text == "–" else text.removeprefix("0")), ""
     mean, sd = (value[0], value[1]) if isinstance(value, tuple) else (value, None)
     if isinstance(value, tuple) and value[2] == 0:
         return "--", ""
@@ -372,7 +378,7 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
     for r in table.rows:
         label = [_tex(x) for x in (r["label"] if isinstance(r["label"], tuple) else (r["label"],))]
         label, previous = ([""] + label[1:] if labels > 1 and label[0] == previous else label), label[0]  # as Table 5
-        cells = [_tex_cell(r["cells"].get(c), c, best, std) for c in table.columns]
+        cells = [_tex_cell(r["cells"].get(c), c, best, std, c in table.p_columns) for c in table.columns]
         ns = [_n_text(r, cols, "--").replace("cited", "--") + (r"$^\dagger$" if _row_missing(table, r, h) else "")
               for h, cols in n_cols.items()]
         rows = [label + [m for m, _ in cells] + ns]

@@ -511,3 +511,28 @@ def test_lambda_figure_draws_no_error_bar_for_one_run(tmp_path, monkeypatch):
     bars = container.lines[2][0].get_segments()  # one vertical error bar per λ that has a std
     assert len(bars) == 2 and np.isnan(bars[1]).all() and np.allclose(bars[0][:, 1], [50.0, 54.0])
     assert [t.get_text() for t in ax.texts] == ["n = 1"]
+
+
+def test_an_undefined_p_prints_a_dash_with_a_note_and_only_p_columns_print_as_p():
+    """E-6's one official split gives no paired t-test: its p cell said nothing (blank, as if not computed).
+    It prints "–" with a note. A column is printed as p because the table names it a p column, not because
+    its name starts with "p"."""
+    from analysis.tables import Table
+
+    rows = []
+    for d, splits in (("ve8", 3), ("e6", 1)):
+        for loss, shift in (("ce", 0.0), ("pcce", 0.05)):
+            for s in range(splits):
+                rows.append(dict(dataset=d, preset="VS+VCW+VT", loss=loss, split=f"split_{s:02d}",
+                                 test_acc=0.5 + shift + (0.01 * s * (loss == "pcce"))))
+    table = loss_table(_frame(rows))
+    pcce = [r for r in table.rows if r["label"] == ("VS+VCW+VT", "PCCE")][0]
+    assert pcce["cells"]["p E6"] != pcce["cells"]["p E6"] and 0 < pcce["cells"]["p VE8"] < 1
+    md = to_markdown(table)
+    line = [ln for ln in md.splitlines() if ln.startswith("| VS+VCW+VT | PCCE |")][0]
+    assert f"| {pcce['cells']['p VE8']:.3f} | – |" in line
+    assert "p –: the paired t-test is undefined" in md
+    assert r"& -- & 3 & 1 \\" in to_latex(table) and "p --: the paired t-test is undefined" in to_latex(table)
+    plain = Table("t", "c", ["precision"], [{"label": "a", "cells": {"precision": (50.0, 1.0, 3)}, "paper": {},
+                                             "missing": []}])
+    assert "| a | 50.0 ± 1.0 |" in to_markdown(plain) and "p –" not in to_markdown(plain)
