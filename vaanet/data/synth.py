@@ -24,7 +24,10 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   ``tint_key_segments`` tints the key segments' background too; ``background`` sets the range each video's
   grey is drawn from (wide, with a small ``key_flash``, a single segment no longer tells whether it is key);
   ``segment_flash`` brightens the other segments by a random level below ``key_flash`` (the key segment is the
-  brightest of its video: a relative cue); ``confuser_same`` shows one confuser colour in all other segments.
+  brightest of its video: a relative cue), ``flash_all`` brightens the box and the squares with their segment,
+  ``offset`` shifts each video's whole frame; ``confuser_same`` shows one label-free confuser colour in all other
+  segments (the key colour is then outvoted 1 to 3 under uniform temporal pooling). Issue #12's round 6
+  (docs/attention.md) measures them.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
