@@ -113,8 +113,6 @@ class SynthConfig:
         if self.segment_flash < 0 or (self.segment_flash > 0 and self.key_flash <= self.segment_flash):
             raise ValueError(f"need 0 <= segment_flash < key_flash so that the key segment is the brightest, got "
                              f"segment_flash {self.segment_flash}, key_flash {self.key_flash}")
-        if self.confuser_same and self.key_segments != 1:
-            raise ValueError("confuser_same needs key_segments = 1 (one key segment against one confuser colour)")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -143,17 +141,18 @@ def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
     raise ValueError(name)
 
 
-def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box, noise, n_squares, flash,
-            confuser, distractor_colours="between", ring=0, ring_flash=0.0, tint=0.0, tint_keys=False,
-            grey_range=(90.0, 150.0), exposure=(1.0, 1.0), key_exposure=1.0, motion=1.0, same=False,
-            segment_flash=0.0, flash_all=False, offset=(0.0, 0.0)):
+def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_of_frame, keys, box):
+    """The video's frames [n_frames, height, width, 3] (uint8): class pair ``pair``, key segments ``keys``, the
+    evidence box ``box`` = (x0, y0, side) in pixels; everything else as ``cfg`` says."""
     x0, y0, side = box
-    base = rng.uniform(*grey_range) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
+    motion, confuser, segment_flash, ring = cfg.distractor_motion, cfg.confuser, cfg.segment_flash, cfg.box_ring
+    tint, exposure, offset = cfg.confuser_tint, tuple(cfg.exposure), tuple(cfg.offset)
+    base = rng.uniform(*cfg.background) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
-    others = palette(len(colours), distractor=True) if distractor_colours == "between" else colours
+    others = palette(len(colours), distractor=True) if cfg.distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
                 int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
-               for _ in range(n_squares)]
+               for _ in range(cfg.distractors)]
     if motion != 1.0:  # the speeds scaled (no new draw: the default set's draws are unchanged)
         squares = [(sx, sy, vx * motion, vy * motion, sz, c) for sx, sy, vx, vy, sz, c in squares]
     if motion == 0.0:  # static squares look like the box: place each clear of it (a gap of half its side; the
@@ -171,7 +170,7 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     # blended with the background at strength ``confuser``
     grey = background[y0, x0]
     n_seg = int(seg_of_frame.max()) + 1
-    if same:  # one label-free confuser colour for all other segments (drawn only here: the default set's draws
+    if cfg.confuser_same:  # one label-free confuser colour for all other segments (drawn only here: the default set's draws
         # are unchanged)
         other = int(rng.integers(len(colours)))
         patch_colour = {s: colours[pair] if s in keys else confuser * colours[other] + (1 - confuser) * grey
@@ -181,10 +180,11 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
                         confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
                         for s in range(n_seg)}
     # each segment's brightening: key_flash in the key segments, [0, segment_flash) in the others
-    seg_flash = {s: flash if s in keys else (float(rng.uniform(0, segment_flash)) if segment_flash else 0.0)
+    seg_flash = {s: cfg.key_flash if s in keys else (float(rng.uniform(0, segment_flash)) if segment_flash else 0.0)
                  for s in range(n_seg)}
     # other segments: the background tinted towards a random pair colour (label-free, drawn after the box's)
-    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey) if tint and (tint_keys or s not in keys)
+    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey)
+                 if tint and (cfg.tint_key_segments or s not in keys)
                  else 0.0)
              for s in range(int(seg_of_frame.max()) + 1)}
     # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
@@ -193,20 +193,20 @@ def _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, box
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
-        img = background + (0.0 if flash_all else seg_flash[s]) + tints[s]
+        img = background + (0.0 if cfg.flash_all else seg_flash[s]) + tints[s]
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
         if ring:
-            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (ring_flash if s in keys else 0.0)
+            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (cfg.ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
-        if flash_all:
+        if cfg.flash_all:
             img += seg_flash[s]
         if level:
             img += level
-        if gain != 1.0 or key_exposure != 1.0:
-            img *= gain * (key_exposure if s in keys else 1.0)
-        img += rng.normal(0, noise, img.shape).astype(np.float32)
+        if gain != 1.0 or cfg.key_exposure != 1.0:
+            img *= gain * (cfg.key_exposure if s in keys else 1.0)
+        img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
 
@@ -264,11 +264,7 @@ def _make_video(job: dict) -> dict:
     lx, ly = (width - rw) // 2, (height - rh) // 2
     x0 = lx + int(rng.integers(0, max(rw - side, 0) + 1))
     y0 = ly + int(rng.integers(0, max(rh - side, 0) + 1))
-    frames = _render(rng, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side), cfg.noise,
-                     cfg.distractors, cfg.key_flash, cfg.confuser, cfg.distractor_colours, cfg.box_ring,
-                     cfg.ring_flash, cfg.confuser_tint, cfg.tint_key_segments, cfg.background,
-                     tuple(cfg.exposure), cfg.key_exposure, cfg.distractor_motion, cfg.confuser_same,
-                     cfg.segment_flash, cfg.flash_all, tuple(cfg.offset))
+    frames = _render(rng, cfg, colours, pair, n_frames, width, height, seg_of_frame, keys, (x0, y0, side))
     has_audio = bool(rng.uniform() >= cfg.no_audio_fraction)
     audio = None
     if has_audio:
