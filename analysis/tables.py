@@ -139,7 +139,8 @@ def loss_table(runs: pd.DataFrame) -> Table:
                  bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
                  latex_headers={f"p {d.upper()}": f"$p$ {d.upper()}" for d in datasets}, wide=True,
                  notes=["p: paired t-test PCCE vs CE over splits/seeds; n: finished runs per data set."],
-                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets}, p_columns=[f"p {d.upper()}" for d in datasets],
+                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets},
+                 p_columns=[f"p {d.upper()}" for d in datasets],
                  n_latex_headers={f"n {d.upper()}": stack("$n$", d.upper()) for d in datasets})
 
 

@@ -170,15 +170,13 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     # blended with the background at strength ``confuser``
     grey = background[y0, x0]
     n_seg = int(seg_of_frame.max()) + 1
-    if cfg.confuser_same:  # one label-free confuser colour for all other segments (drawn only here: the default set's draws
-        # are unchanged)
-        other = int(rng.integers(len(colours)))
-        patch_colour = {s: colours[pair] if s in keys else confuser * colours[other] + (1 - confuser) * grey
-                        for s in range(n_seg)}
-    else:
-        patch_colour = {s: colours[pair] if s in keys else
-                        confuser * colours[int(rng.integers(len(colours)))] + (1 - confuser) * grey
-                        for s in range(n_seg)}
+    # confuser_same: one label-free colour for all other segments (drawn only then: the default set's draws are
+    # unchanged); otherwise one per segment
+    same = int(rng.integers(len(colours))) if cfg.confuser_same else None
+    patch_colour = {s: colours[pair] for s in keys}
+    for s in (s for s in range(n_seg) if s not in keys):  # a draw per other segment, in order, unless confuser_same
+        c = same if same is not None else int(rng.integers(len(colours)))
+        patch_colour[s] = confuser * colours[c] + (1 - confuser) * grey
     # each segment's brightening: key_flash in the key segments, [0, segment_flash) in the others
     seg_flash = {s: cfg.key_flash if s in keys else (float(rng.uniform(0, segment_flash)) if segment_flash else 0.0)
                  for s in range(n_seg)}
@@ -186,7 +184,7 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey)
                  if tint and (cfg.tint_key_segments or s not in keys)
                  else 0.0)
-             for s in range(int(seg_of_frame.max()) + 1)}
+             for s in range(n_seg)}
     # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
     gain = float(rng.uniform(*exposure)) if exposure != (1.0, 1.0) else 1.0
     level = float(rng.uniform(*offset)) if offset != (0.0, 0.0) else 0.0  # drawn only when used (draws unchanged)
@@ -198,7 +196,8 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c
         if ring:
-            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = 10.0 + (cfg.ring_flash if s in keys else 0.0)
+            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = \
+                10.0 + (cfg.ring_flash if s in keys else 0.0)
         img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
         if cfg.flash_all:
             img += seg_flash[s]
