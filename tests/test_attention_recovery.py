@@ -319,3 +319,44 @@ def test_relative_key_cue_options(tmp_path):
                                                                                                  False)
     with pytest.raises(ValueError, match="segment_flash"):
         SynthConfig(key_flash=30.0, segment_flash=30.0)
+
+
+def test_square_size_and_object_exposure_options(tmp_path):
+    """distractor_size: the squares' side as a fraction of the box's; exposure_on="objects": the video's gain
+    scales the box and the squares but not the background, and key_exposure only the box. Defaults unchanged."""
+    from vaanet.data.ingest import decode_video
+    from vaanet.data.synth import palette
+
+    cfg = SynthConfig(videos_per_class=1, duration=2.0, fps=8, resolutions=((96, 72),), noise=0.0, key_flash=0.0,
+                      background=(100.0, 100.0), distractor_colours="pairs", distractor_motion=0.0,
+                      distractor_size=(0.5, 0.5), exposure=(0.5, 0.5), key_exposure=1.6, exposure_on="objects")
+    generate(tmp_path / "v", cfg, workers=1)
+    truth = pd.read_csv(tmp_path / "v" / "synth_truth.csv")
+    colours = palette(4)
+    for _, r in truth.iterrows():
+        frames = np.asarray(decode_video(str(tmp_path / "v" / r["file"]), 72, None)[0], np.float32)
+        T, H, W, _ = frames.shape
+        seg = np.minimum((np.arange(T) * 4) // T, 3)
+        key = int(r["key_segments"])
+        x0, x1 = int(r["box_x0"] * W), int(r["box_x1"] * W)
+        y0, y1 = int(r["box_y0"] * H), int(r["box_y1"] * H)
+        side = x1 - x0
+        inner = frames[seg == key][:, y0 + 3:y1 - 3, x0 + 3:x1 - 3].mean(axis=(0, 1, 2))
+        assert np.abs(inner - colours[int(r["pair"])] * 0.5 * 1.6).max() < 20, (r["video_id"], inner)  # x gain x key
+        grey = np.abs(frames - 100.0).max(-1) < 25  # the background: grey 100, lightly tinted
+        background, coloured = grey[0].copy(), ~grey[0]
+        background[y0 - 2:y1 + 2, x0 - 2:x1 + 2] = coloured[y0 - 2:y1 + 2, x0 - 2:x1 + 2] = False  # not the box
+        assert background.sum() > H * W / 4, r["video_id"]  # the background is at its grey, not x the gain
+        drift = np.abs(frames[:, background] - frames[0][background]).mean(-1)  # not scaled in any segment
+        assert np.quantile(drift, 0.99) < 8, r["video_id"]
+        area = coloured.sum() / cfg.distractors  # the squares (static, clear of the box): each (side / 2)^2 and
+        # the codec's fringe; the default's smallest square, (0.7 side)^2, would be over 0.45 side^2
+        assert 0.6 * (side / 2) ** 2 < area < 0.45 * side ** 2, (r["video_id"], area, side)
+        squares = [frames[seg == s][:, coloured].max(-1).mean() for s in range(4)]  # brightest channel x 0.5
+        assert max(squares) < 255 * 0.95 * 0.5 + 10 and np.ptp(squares) < 5, (r["video_id"], squares)  # no key gain
+    default = SynthConfig()
+    assert (default.distractor_size, default.exposure_on) == ((0.7, 1.0), "frame")
+    with pytest.raises(ValueError, match="exposure_on"):
+        SynthConfig(exposure_on="box")
+    with pytest.raises(ValueError, match="distractor_size"):
+        SynthConfig(distractor_size=(0.6, 0.3))

@@ -26,8 +26,10 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   ``segment_flash`` brightens the other segments by a random level below ``key_flash`` (the key segment is the
   brightest of its video: a relative cue), ``flash_all`` brightens the box and the squares with their segment,
   ``offset`` shifts each video's whole frame; ``confuser_same`` shows one label-free confuser colour in all other
-  segments (the key colour is then outvoted 1 to 3 under uniform temporal pooling). Issue #12's round 6
-  (docs/attention.md) measures them.
+  segments (the key colour is then outvoted 1 to 3 under uniform temporal pooling); ``distractor_size`` sets the
+  squares' side as a share of the box's; ``exposure_on="objects"`` puts the video's gain on the box and the
+  squares only, and the key segments' ``key_exposure`` on the box only. Issue #12's rounds 6 and 7
+  (docs/attention.md) measure them.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -70,12 +72,15 @@ class SynthConfig:
     distractors: int = 3  # moving label-free solid squares outside the box
     distractor_colours: str = "between"  # "between": a second, less saturated palette; "pairs": random pair colours
     distractor_motion: float = 1.0  # the squares' speed x this; 0: static squares, placed clear of the box
+    distractor_size: tuple[float, float] = (0.7, 1.0)  # each square's side, as a fraction of the box's, from this range
     box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
     ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
     background: tuple[float, float] = (90.0, 150.0)  # each video's grey level is drawn from this range (0-255)
     exposure: tuple[float, float] = (1.0, 1.0)  # each video's whole frame x a gain drawn from this range ...
     key_exposure: float = 1.0  # ... and x this in the key segments (box and squares too: a key cue the box shows)
+    exposure_on: str = "frame"  # what the gains scale: "frame" (all of it) or "objects" (the box and the squares
+    # get the video's gain, and only the box the key segments' key_exposure: the key cue is then in the box only)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
     confuser_same: bool = False  # other segments all show one random pair colour (label-free: drawn from all
     # pairs): the majority colour misleads uniform temporal pooling whenever it is not the class's
@@ -103,6 +108,11 @@ class SynthConfig:
             raise ValueError(f"patch must be in (0, 1), got {self.patch}")
         if self.distractor_colours not in ("between", "pairs"):
             raise ValueError(f"distractor_colours must be 'between' or 'pairs', got {self.distractor_colours!r}")
+        if not 0 < self.distractor_size[0] <= self.distractor_size[1]:
+            raise ValueError(f"need 0 < distractor_size[0] <= distractor_size[1] (fractions of the box's side), got "
+                             f"{self.distractor_size}")
+        if self.exposure_on not in ("frame", "objects"):
+            raise ValueError(f"exposure_on must be 'frame' or 'objects', got {self.exposure_on!r}")
         if self.box_ring < 0:
             raise ValueError(f"box_ring must be >= 0, got {self.box_ring}")
         if not 0 < self.exposure[0] <= self.exposure[1] or not self.key_exposure > 0:
@@ -151,7 +161,7 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     background = np.zeros((height, width, 3), np.float32) + base
     others = palette(len(colours), distractor=True) if cfg.distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
-                int(round(side * rng.uniform(0.7, 1.0))), others[int(rng.integers(len(others)))])
+                int(round(side * rng.uniform(*cfg.distractor_size))), others[int(rng.integers(len(others)))])
                for _ in range(cfg.distractors)]
     if motion != 1.0:  # the speeds scaled (no new draw: the default set's draws are unchanged)
         squares = [(sx, sy, vx * motion, vy * motion, sz, c) for sx, sy, vx, vy, sz, c in squares]
@@ -192,18 +202,20 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     for f in range(n_frames):
         s = int(seg_of_frame[f])
         img = background + (0.0 if cfg.flash_all else seg_flash[s]) + tints[s]
+        objects = cfg.exposure_on == "objects"
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
-            img[cy:cy + sz, cx:cx + sz] = c
+            img[cy:cy + sz, cx:cx + sz] = c * gain if objects else c
         if ring:
             img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = \
                 10.0 + (cfg.ring_flash if s in keys else 0.0)
-        img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
+        img[y0:y0 + side, x0:x0 + side] = patch_colour[s] * (gain * (cfg.key_exposure if s in keys else 1.0)
+                                                             if objects else 1.0)
         if cfg.flash_all:
             img += seg_flash[s]
         if level:
             img += level
-        if gain != 1.0 or cfg.key_exposure != 1.0:
+        if not objects and (gain != 1.0 or cfg.key_exposure != 1.0):
             img *= gain * (cfg.key_exposure if s in keys else 1.0)
         img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
