@@ -355,8 +355,29 @@ def test_square_size_and_object_exposure_options(tmp_path):
         squares = [frames[seg == s][:, coloured].max(-1).mean() for s in range(4)]  # brightest channel x 0.5
         assert max(squares) < 255 * 0.95 * 0.5 + 10 and np.ptp(squares) < 5, (r["video_id"], squares)  # no key gain
     default = SynthConfig()
-    assert (default.distractor_size, default.exposure_on) == ((0.7, 1.0), "frame")
+    assert (default.distractor_size, default.exposure_on, default.isoluminant) == ((0.7, 1.0), "frame", False)
     with pytest.raises(ValueError, match="exposure_on"):
         SynthConfig(exposure_on="box")
     with pytest.raises(ValueError, match="distractor_size"):
         SynthConfig(distractor_size=(0.6, 0.3))
+
+
+def test_isoluminant_pair_colours_differ_in_hue_only(tmp_path):
+    """isoluminant: the pair colours are scaled to one luma (the darkest's), keeping their hue; the videos'
+    boxes show them."""
+    from vaanet.data.ingest import decode_video
+    from vaanet.data.synth import LUMA, palette
+
+    plain, iso = palette(4), palette(4, isoluminant=True)
+    assert np.ptp(plain @ LUMA) > 90 and np.ptp(iso @ LUMA) < 1e-3  # luma 82-185 before, one luma after
+    assert np.allclose(iso / iso.max(1, keepdims=True), plain / plain.max(1, keepdims=True), atol=1e-5)  # same hue
+    cfg = SynthConfig(videos_per_class=1, duration=2.0, fps=8, resolutions=((96, 72),), noise=0.0, key_flash=0.0,
+                      distractors=0, isoluminant=True)
+    generate(tmp_path / "v", cfg, workers=1)
+    for _, r in pd.read_csv(tmp_path / "v" / "synth_truth.csv").iterrows():
+        frames = np.asarray(decode_video(str(tmp_path / "v" / r["file"]), 72, None)[0], np.float32)
+        T, H, W, _ = frames.shape
+        key = np.minimum((np.arange(T) * 4) // T, 3) == int(r["key_segments"])
+        x0, x1, y0, y1 = int(r["box_x0"] * W) + 3, int(r["box_x1"] * W) - 3, int(r["box_y0"] * H) + 3, int(r["box_y1"] * H) - 3
+        box = frames[key][:, y0:y1, x0:x1].mean(axis=(0, 1, 2))
+        assert np.abs(box - iso[int(r["pair"])]).max() < 20, (r["video_id"], box, iso[int(r["pair"])])

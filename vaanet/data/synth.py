@@ -28,7 +28,8 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
   ``offset`` shifts each video's whole frame; ``confuser_same`` shows one label-free confuser colour in all other
   segments (the key colour is then outvoted 1 to 3 under uniform temporal pooling); ``distractor_size`` sets the
   squares' side as a share of the box's; ``exposure_on="objects"`` puts the video's gain on the box and the
-  squares only, and the key segments' ``key_exposure`` on the box only. Issue #12's rounds 6 and 7
+  squares only, and the key segments' ``key_exposure`` on the box only; ``isoluminant`` gives the pair colours one
+  luma. Issue #12's rounds 6 and 7
   (docs/attention.md) measure them.
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
@@ -79,6 +80,8 @@ class SynthConfig:
     background: tuple[float, float] = (90.0, 150.0)  # each video's grey level is drawn from this range (0-255)
     exposure: tuple[float, float] = (1.0, 1.0)  # each video's whole frame x a gain drawn from this range ...
     key_exposure: float = 1.0  # ... and x this in the key segments (box and squares too: a key cue the box shows)
+    isoluminant: bool = False  # the pair colours scaled to one luma: a segment's brightness does not depend on
+    # which pair colour its box shows (so that the key segments' key_exposure is the only brightness change)
     exposure_on: str = "frame"  # what the gains scale: "frame" (all of it) or "objects" (the box and the squares
     # get the video's gain, and only the box the key segments' key_exposure: the key cue is then in the box only)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
@@ -135,12 +138,20 @@ def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
     return pairs
 
 
-def palette(n: int, distractor: bool = False) -> np.ndarray:
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma of an RGB colour
+
+
+def palette(n: int, distractor: bool = False, isoluminant: bool = False) -> np.ndarray:
     """n well-separated saturated colours [n, 3] (0-255), one per pair; ``distractor=True`` gives the
-    label-free squares' colours: the hues half-way between, less saturated."""
+    label-free squares' colours: the hues half-way between, less saturated. ``isoluminant``: each colour scaled
+    to the darkest one's luma, so that only the hue tells the colours apart (not their brightness)."""
     hues = (np.arange(n) + (0.5 if distractor else 0.0)) / n
     sat = 0.45 if distractor else 0.9
-    return np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
+    colours = np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
+    if isoluminant:
+        luma = colours @ LUMA
+        colours = colours * (luma.min() / luma)[:, None]
+    return colours
 
 
 def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
@@ -261,7 +272,7 @@ def _make_video(job: dict) -> dict:
     ci = classes.index(name)
     rng = np.random.default_rng([cfg.seed, ci, v])  # one stream per video: same files in any order
     pair, bit = class_code(name, classes)
-    colours = palette(len(class_pairs(classes)))
+    colours = palette(len(class_pairs(classes)), isoluminant=cfg.isoluminant)
     vid = f"{name.lower()}_{v:03d}"
     width, height = cfg.resolutions[int(rng.integers(len(cfg.resolutions)))]
     duration = float(cfg.duration * rng.uniform(0.8, 1.2))
