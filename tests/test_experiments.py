@@ -216,6 +216,45 @@ def test_data_digest_changes_with_what_the_trials_read(synth_root, synth_cache, 
     assert data_digest(cache, [Path(split)], Path(truth)) not in (first, second)
 
 
+def test_a_synth_set_made_before_an_option_existed_is_the_same_data(synth_root, synth_cache, tmp_path):
+    """A new SynthConfig option (off by default) neither regenerates the demo's set nor changes the data digest
+    of a set made before it existed; a changed or unknown setting still does. A study.json holding the old,
+    byte-wise digest of the same files is accepted."""
+    import ast
+    import shutil
+    from dataclasses import asdict
+
+    from vaanet.data.synth import SynthConfig
+    from vaanet.tune.study import _stale_synth, data_digest, stored_digest
+
+    settings = asdict(SynthConfig())
+    older = {k: v for k, v in settings.items() if k != "isoluminant"}  # made before that option existed
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    for made, stale in ((settings, False), (older, False), ({**older, "noise": 2.0}, True),
+                        ({**settings, "retired_option": 1}, True)):
+        (demo / "synth_config.txt").write_text(repr(made) + "\n")
+        assert _stale_synth(demo) is stale, made
+
+    cache = tmp_path / "cache"
+    (cache / "splits").mkdir(parents=True)
+    shutil.copy(synth_cache / "index.csv", cache / "index.csv")
+    split = Path(shutil.copy(synth_cache / "splits" / "split_00.csv", cache / "splits" / "split_00.csv"))
+    truth = Path(shutil.copy(synth_root / "synth_truth.csv", tmp_path / "synth_truth.csv"))
+    made = ast.literal_eval((synth_root / "synth_config.txt").read_text())  # the fixture's own (non-default) settings
+    (tmp_path / "synth_config.txt").write_text(repr(made) + "\n")
+    now = data_digest(cache, [split], truth)
+    assert made["isoluminant"] is False
+    (tmp_path / "synth_config.txt").write_text(repr({k: v for k, v in made.items() if k != "isoluminant"}) + "\n")
+    assert data_digest(cache, [split], truth) == now  # the same set, its file written by an older version
+    legacy = data_digest(cache, [split], truth, canonical=False)  # what that older version stored
+    assert legacy != now and stored_digest({"data_digest": legacy}, cache, [split], truth, now) == now
+    assert stored_digest({"data_digest": "0123456789abcdef"}, cache, [split], truth, now) == "0123456789abcdef"
+    assert stored_digest({}, cache, [split], truth, now) == now  # a study.json from before the digest
+    (tmp_path / "synth_config.txt").write_text(repr({**made, "noise": made["noise"] + 1}) + "\n")
+    assert data_digest(cache, [split], truth) != now
+
+
 def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     import pandas as pd
 

@@ -41,6 +41,7 @@ truth (nothing in training reads it).
 """
 from __future__ import annotations
 
+import ast
 import colorsys
 import csv
 import os
@@ -55,6 +56,7 @@ import numpy as np
 from ..losses import DATASET_CLASSES, POLARITY, POSITIVE
 
 TRUTH_FILE = "synth_truth.csv"
+SETTINGS_FILE = "synth_config.txt"  # the SynthConfig a set was made with (repr of its dict)
 SAMPLE_RATE = 44100
 TONES = (440.0, 1760.0)  # Hz: first / second class of a pair
 
@@ -333,5 +335,20 @@ def generate(root: str | Path, cfg: SynthConfig = SynthConfig(), workers: int | 
         for subset, parity in (("trainlist.txt", 0), ("testlist.txt", 1)):
             lines = [r["file"] for i, r in enumerate(rows) if int(r["video_id"][-3:]) % 2 == parity]
             (root / subset).write_text("\n".join(lines) + "\n")
-    (root / "synth_config.txt").write_text(repr(asdict(cfg)) + "\n")
+    (root / SETTINGS_FILE).write_text(repr(asdict(cfg)) + "\n")
     return truth
+
+
+def canonical_settings(text: str) -> str:
+    """The text :func:`generate` writes to ``synth_config.txt`` for the settings in ``text``, a
+    ``synth_config.txt`` of any vaanet version: a field that an older version did not write gets its default,
+    since options are added off by default with the default set's draws unchanged (each is tested so). A set
+    made before an option existed is the same set as one made now with the option off. Text that is not a
+    settings dict is returned as it is."""
+    try:
+        made = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    if not isinstance(made, dict):
+        return text
+    return repr({**asdict(SynthConfig()), **made}) + "\n"

@@ -152,27 +152,46 @@ def ensure_data(args, n_splits: int) -> tuple[Path, list[Path], Path | None]:
 
 
 def _stale_synth(root: Path) -> bool:
-    """The demo's synthetic set was made by another version's defaults (its results would not be this
-    version's demo)."""
+    """The demo's synthetic set was made with other settings than this version's defaults (its results would
+    not be this version's demo). A set made before an option existed is not stale for that option alone."""
     from dataclasses import asdict
 
-    made = root / "synth_config.txt"
-    return made.is_file() and made.read_text().strip() != repr(asdict(demo_synth_config()))
+    from ..data.synth import SETTINGS_FILE, canonical_settings
+
+    made = root / SETTINGS_FILE
+    return made.is_file() and canonical_settings(made.read_text()) != repr(asdict(demo_synth_config())) + "\n"
 
 
-def data_digest(cache: Path, split_files: list[Path], truth: Path | None) -> str:
+def data_digest(cache: Path, split_files: list[Path], truth: Path | None, canonical: bool = True) -> str:
     """What the trials read, in one hash: the cache's index, the split files and (synthetic set) how it was
-    generated and its ground truth. A study rerun on other data is a changed request, never the old table."""
+    generated and its ground truth. A study rerun on other data is a changed request, never the old table.
+    The settings file is hashed as :func:`~vaanet.data.synth.canonical_settings` reads it (a set made before an
+    option existed is the same data); ``canonical=False`` hashes its bytes, as vaanet did before."""
     import hashlib
+
+    from ..data.synth import SETTINGS_FILE, canonical_settings
 
     h = hashlib.sha256()
     files = [cache / "index.csv", *split_files]
     if truth is not None:
-        files += [truth, truth.parent / "synth_config.txt"]
+        files += [truth, truth.parent / SETTINGS_FILE]
     for f in files:
         if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
+            data = f.read_bytes()
+            if canonical and f.name == SETTINGS_FILE:
+                data = canonical_settings(data.decode("utf-8", "replace")).encode()
+            h.update(f.name.encode() + data)
     return h.hexdigest()[:16]
+
+
+def stored_digest(stored: dict, cache: Path, split_files: list[Path], truth: Path | None, digest: str) -> str:
+    """The data digest of a stored study request, as this version computes it: a study.json from before the
+    digest has none (it is taken as ``digest``), and one from before the settings file was read canonically
+    holds its bytes' hash, which stands for the same data when they still hash so."""
+    old = stored.get("data_digest", digest)
+    if old != digest and truth is not None and old == data_digest(cache, split_files, truth, canonical=False):
+        return digest
+    return old
 
 
 # ---- the request: everything checked in the driver, before data or Ray -----------------------------
@@ -582,7 +601,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     state_file = output / "study.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if state is not None:
-        state["request"].setdefault("data_digest", request["data_digest"])  # a study.json of before the digest
+        state["request"]["data_digest"] = stored_digest(state["request"], cache, split_files, truth,
+                                                        request["data_digest"])
         diff = _differences(state["request"], request)
         if diff:
             raise ValueError(f"{state_file} holds a study started with other settings ({'; '.join(diff[:6])}"
