@@ -208,6 +208,7 @@ STUDY_ERRORS = [
     (["--experiment", "../x"], "not a valid name"),
     (["--epochs", "3", "--set", "optim.epochs=5"], "disagree"),
     (["--dataset", "ve8"], "pass --data-root"),
+    (["--seeds", "0,1,0"], "names a seed more than once"),
 ]
 
 
@@ -243,6 +244,47 @@ def test_lambda_sweep_keeps_what_set_asks_for(tmp_path, monkeypatch, capsys):
     assert replaced == {"model.preset": "VS+VCW+VT"}
     fixed = search_fixed(sweep, replaced, Path("s/split_00.csv"), 3)
     assert fixed["model.preset"] == "VS+VCW+VT" and fixed["run.seed"] == 3 and fixed["optim.loss"] == "pcce"
+
+
+def test_a_study_request_holds_precision_workers_device_and_a_searchs_split_and_seed(tmp_path, monkeypatch, capsys):
+    """A finished study rerun with another run.bf16 / run.compile, DDP workers, device, or (a search) seed is a
+    changed request, refused with the differing keys, not the stored table; a study.json from before these were
+    stored takes the rerun's. A search with several seeds is refused before any work (it runs one)."""
+    import runpy
+    from types import SimpleNamespace
+
+    from vaanet.config import load_config
+    from vaanet.tune.study import CONFIGS, LATER_REQUEST_KEYS, _differences, _request
+
+    sweep = runpy.run_path(str(REPO / "experiments" / "lambda_sweep.py"))["study"]((0.5,))
+    base = load_config(CONFIGS["synth"])
+    splits = [Path("s/split_00.csv"), Path("s/split_01.csv")]
+
+    def request(base=base, **kw):
+        args = SimpleNamespace(**{"dataset": "synth", "search": "optuna", "samples": 4, "workers_per_trial": 1,
+                                  "gpus_per_trial": 0, "seeds": "0", **kw})
+        return _request(sweep, args, base, [], splits)
+
+    first = request()
+    assert first["search_point"] == {"split": "s/split_00.csv", "seed": 0}
+    for changed, key in ((request(seeds="1"), "search_point.seed"), (request(workers_per_trial=2), "trials.workers"),
+                         (request(gpus_per_trial=0.5), "trials.gpu"),
+                         (request(base=load_config(CONFIGS["synth"], ["run.bf16=false"])), "run.bf16"),
+                         (request(base=load_config(CONFIGS["synth"], ["run.compile=true"])), "run.compile")):
+        assert [d.split(":")[0] for d in _differences(first, changed)] == [key], _differences(first, changed)
+    older = {k: v for k, v in first.items() if k not in LATER_REQUEST_KEYS}
+    for key in LATER_REQUEST_KEYS:  # as run_study reads an older study.json
+        older.setdefault(key, first[key])
+    assert _differences(older, first) == []
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lambda_sweep.py", "--output", str(tmp_path / "runs"), "--search", "optuna",
+                                      "--seeds", "0,1"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "experiments" / "lambda_sweep.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "runs one seed" in err, err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
 def test_study_request_error_from_the_shell_has_no_traceback(tmp_path):

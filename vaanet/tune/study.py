@@ -237,13 +237,35 @@ def _base_config(study: Study, args) -> tuple[Config, dict[str, Any]]:
     return base, replaced
 
 
-def _request(study: Study, args, base: Config, points: list[dict]) -> dict:
-    """What this command asks for, as plain JSON: stored in study.json, compared on every rerun."""
+# what a trial's numbers depend on besides its config's model/data/optim sections; a study.json written before
+# they were stored holds none of them, and takes the rerun's (as before, nothing is checked for it)
+REQUEST_RUN_KEYS = ("bf16", "compile")  # run.* keys (the run folder checks them too: train/loop.py RESUME_RUN_KEYS)
+LATER_REQUEST_KEYS = ("run", "trials", "search_point")
+
+
+def _request(study: Study, args, base: Config, points: list[dict], split_files: list[Path] | None = None) -> dict:
+    """What this command asks for, as plain JSON: stored in study.json, compared on every rerun. A search
+    has no points: its fixed split and seed are stored instead."""
     cfg = base.to_dict()
+    search = getattr(args, "search", "grid") or "grid"
     return {"study": study.name, "dataset": args.dataset, "mlflow_uri": base.run.mlflow_uri,
             **{section: cfg[section] for section in ("model", "data", "optim")},
-            "search": getattr(args, "search", "grid") or "grid", "samples": getattr(args, "samples", None),
+            "run": {k: cfg["run"][k] for k in REQUEST_RUN_KEYS},
+            # DDP workers change the per-worker batch (BatchNorm statistics); a GPU changes autocast
+            "trials": {"workers": getattr(args, "workers_per_trial", 1), "gpu": getattr(args, "gpus_per_trial", 0) > 0},
+            "search": search, "samples": getattr(args, "samples", None),
+            "search_point": ({"split": str(split_files[0]), "seed": search_seed(args)}
+                             if search == "optuna" and split_files else None),
             "points": {p["name"]: p["overrides"] for p in points}}
+
+
+def search_seed(args) -> int:
+    """The one seed an Optuna search runs (it searches on one split and one seed)."""
+    seeds = [s for s in str(args.seeds).split(",") if s.strip()]
+    if len(seeds) != 1:
+        raise ValueError(f"--seeds {args.seeds}: a --search optuna study runs one seed (on the first split); give "
+                         "one seed, and repeat the study with --experiment NAME for another")
+    return int(seeds[0])
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -587,6 +609,10 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
               "(recorded in every run: param and tag study_overrides)", flush=True)
     n_splits = 1 if args.quick else (args.splits or {"synth": 3, "ve8": 10, "e6": 1}[args.dataset])
     seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
+    if len(set(seeds)) != len(seeds):  # the same trial twice: one run folder trained twice, counted twice
+        raise ValueError(f"--seeds {args.seeds} names a seed more than once; give each seed once")
+    if getattr(args, "search", None) == "optuna":
+        search_seed(args)  # one seed, checked before the data are prepared
     cache, split_files, truth = ensure_data(args, n_splits)
 
     output = Path(args.output).resolve() / experiment
@@ -596,11 +622,13 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
                                  run=replace(base.run, output=str(train_root))))
     search = getattr(args, "search", None) == "optuna"
     points = [] if search else _points(study, args.dataset, split_files, seeds, experiment, replaced)
-    request = _request(study, args, base, points)
+    request = _request(study, args, base, points, split_files)
     request["data_digest"] = data_digest(cache, split_files, truth)
     state_file = output / "study.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if state is not None:
+        for key in LATER_REQUEST_KEYS:  # a study.json from before these were stored
+            state["request"].setdefault(key, request[key])
         state["request"]["data_digest"] = stored_digest(state["request"], cache, split_files, truth,
                                                         request["data_digest"])
         diff = _differences(state["request"], request)
@@ -730,7 +758,7 @@ def _run_search(study, args, base, split_files, state, state_file, open_parent, 
     path = output / "search"
     if state is not None and not args.resume:
         raise ValueError(f"{output} holds an unfinished search; pass --resume to continue it, or --experiment NAME")
-    seed = int(str(args.seeds).split(",")[0])
+    seed = search_seed(args)
     parent = _open_while_ray_starts(args, base.run.mlflow_uri, open_parent)
     concurrent = _concurrency(args, args.workers_per_trial * args.cpus_per_worker)
     if state is not None and tune.Tuner.can_restore(str(path)):
