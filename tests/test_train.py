@@ -236,3 +236,31 @@ def test_a_truth_file_of_other_videos_is_refused_before_training(synth_root, syn
     cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"data.truth": str(tmp_path / "short_truth.csv")})
     with pytest.raises(ValueError, match=r"has no row for \d+ videos"):
         fit_local(cfg, tmp_path / "run2")
+
+
+def test_a_trials_config_retrains_as_a_run_of_its_own(reference_run, tmp_path, monkeypatch, capsys):
+    """A run's saved config.yaml holds its config, not the study tags it was given (its MLflow run keeps them);
+    `vaanet train` on a trial's config saved before that drops them with a note: the new run must not replace
+    the study's trial in its tables without a word (analysis keeps the latest run per study point)."""
+    import yaml
+
+    import vaanet.train
+    from vaanet import cli
+
+    cfg, _, tmp = reference_run
+    saved = yaml.safe_load((tmp / "run" / "artifacts" / "config.yaml").read_text())
+    assert cfg.run.tags == {"study": "unit", "table": "3"} and saved["run"]["tags"] == {}
+    trial = {**saved, "run": {**saved["run"], "tags": {"study": "ablation", "row": "VS", "mine": "kept",
+                                                       "mlflow.parentRunId": "0123abcd"}}}
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(trial))
+    seen = []
+
+    def fake_fit(c):
+        seen.append(c)
+        return {"test_acc": 0.5, "test_mean_class_acc": 0.5, "test_polarity_acc": 1.0}
+
+    monkeypatch.setattr(vaanet.train, "fit_local", fake_fit)
+    assert cli.main(["train", "--config", str(path), "--no-ray"]) in (0, None)
+    assert seen[0].run.tags == {"mine": "kept"}
+    assert "study trial's config; its study tags (mlflow.parentRunId, row, study) are dropped" in capsys.readouterr().out

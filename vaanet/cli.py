@@ -44,6 +44,13 @@ def _train(a):
     from .config import flag_overrides, load_config
 
     cfg = load_config(a.config, flag_overrides(a.set, {"run.mlflow_uri": ("--mlflow-uri", a.mlflow_uri)}))
+    if "mlflow.parentRunId" in cfg.run.tags:  # a study trial's config (saved before config.yaml left them out)
+        from .train.tracking import STUDY_TAGS, without_study_tags
+
+        dropped = ", ".join(sorted(k for k in cfg.run.tags if k in STUDY_TAGS))
+        print(f"note: {a.config} is a study trial's config; its study tags ({dropped}) are dropped, so that this "
+              "run is a run of its own and does not replace that trial in the study's tables", flush=True)
+        cfg = without_study_tags(cfg)
     if a.no_ray:
         from .train import fit_local
 

@@ -38,7 +38,7 @@ from ..losses import PCCELoss
 from ..models.vaanet import build_model, feature_size
 from .metrics import attention_metrics, check_truth, classification_metrics, predict
 from ..faults import hold
-from .tracking import Tracker, code_version, git_commit
+from .tracking import Tracker, code_version, git_commit, without_study_tags
 
 STATE, BEST = "state.pt", "best_model.pt"
 
@@ -289,7 +289,7 @@ def _write_artifacts(folder: Path, cfg: Config, classes, test: dict, pred: dict)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "config.yaml", folder / "per_class_accuracy.csv", folder / "confusion_matrix.csv",
              folder / "confusion_matrix.png", folder / "test_predictions.csv"]
-    paths[0].write_text(cfg.to_yaml())
+    paths[0].write_text(without_study_tags(cfg).to_yaml())  # the run's config, not its study membership
     # one row per test video: what paired tests across runs and `vaanet predict` checks compare against
     probs = pd.DataFrame(pred["probs"], columns=[f"p_{c}" for c in classes])
     pd.concat([pd.DataFrame({"video_id": pred["video_ids"], "label": [classes[i] for i in pred["labels"]],

@@ -107,6 +107,20 @@ def code_version() -> str:
     return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
 
 
+# Tags a study gives its trials (vaanet/tune/study.py _points): which study, row and parent run a trial belongs
+# to. A run's saved config.yaml leaves them out, and `vaanet train` drops them from a trial's config, so that a
+# run retrained from a trial's config is a run of its own: never a silent replacement of that trial in the
+# study's tables (analysis keeps the latest finished run per study point).
+STUDY_TAGS = ("study", "table", "row", "experiment", "study_overrides", "mlflow.parentRunId", "mlflow.source.name")
+
+
+def without_study_tags(cfg):
+    """``cfg`` (a :class:`vaanet.config.Config`) without the tags a study gave it."""
+    from dataclasses import replace
+
+    return replace(cfg, run=replace(cfg.run, tags={k: v for k, v in cfg.run.tags.items() if k not in STUDY_TAGS}))
+
+
 RUN_ID_FILE = "mlflow_run_id"  # in the run folder: the MLflow run this folder's training writes to
 PENDING_FILE = "tracking_pending.json"  # in the run folder: what could not be sent before the run ended
 
