@@ -44,6 +44,17 @@ def check_store(uri: str, names: list[str]) -> None:
 
 
 def build_tables(runs) -> list[Table]:
+    """The paper's tables from one run per trial (``runs.load_runs``). A study's trials on one data set come
+    from one MLflow experiment: two experiments of the same study (another lr, say) are never pooled into
+    one cell, which would double n, widen the std and pair each split twice in the t-tests."""
+    if "mlflow_experiment" in runs and len(runs):
+        spans = runs.groupby(["study", "dataset"])["mlflow_experiment"].unique()
+        mixed = {key: sorted(v) for key, v in spans.items() if len(v) > 1}
+        if mixed:
+            (study, dataset), names = next(iter(mixed.items()))
+            raise ValueError(f"the {study} study on {dataset} has trials in {len(names)} experiments "
+                             f"({', '.join(names)}): a table holds one experiment's trials; report them one "
+                             "experiment at a time")
     tables = []
     for study, part in runs.groupby("study"):
         for dataset, sub in part.groupby("dataset"):
@@ -83,11 +94,11 @@ def write_reports(experiment: str | list[str], uri: str | None = None, out: str 
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if runs.empty:
         raise ValueError(f"experiment(s) {names} hold no runs")
+    tables = build_tables(runs)  # a refused mix of experiments writes nothing
     out = Path(out or Path("reports") / names[0])
     out.mkdir(parents=True, exist_ok=True)
     written, ext = [], figure_format
     runs.to_csv(out / "runs.csv", index=False)
-    tables = build_tables(runs)
     for table in tables:
         log(to_markdown(table, compare_paper))
         if "latex" in formats:

@@ -47,6 +47,11 @@ def paired_p(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_acc") -> floa
     """Paired t-test over the (split, seed) pairs present in both a and b."""
     ka = a.set_index(["split", "seed"])[metric]
     kb = b.set_index(["split", "seed"])[metric]
+    for k in (ka, kb):
+        if not k.index.is_unique:  # a split and seed twice: the pairs would be wrong
+            twice = k.index[k.index.duplicated()][0]
+            raise ValueError(f"paired t-test: split {twice[0]} seed {twice[1]} appears twice in one row (runs of "
+                             "two studies or experiments pooled); keep one run per split and seed")
     common = ka.index.intersection(kb.index)
     if len(common) < 2:
         return float("nan")

@@ -374,6 +374,35 @@ def test_a_table_holds_one_study_run(tmp_path):
         load_runs("ablation-synth", uri, parent="0" * 32)
 
 
+def test_two_experiments_of_one_study_are_never_pooled_into_a_cell(store, tmp_path):
+    """A variant of the ablation in its own experiment (another lr, say) reported together with the first: each
+    split would count twice (n 6 of 3 splits, a std of the two settings' difference, each split paired twice in
+    the t-tests). Refused, naming both experiments; each alone still reports, and a paired test refuses a split
+    and seed that appear twice."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import build_tables
+    from analysis.tables import paired_p
+
+    client = MlflowClient(store)
+    variant = client.create_experiment("ablation-ve8-lr1e3")
+    for preset in PRESETS:
+        for split in range(3):
+            _log(client, variant, dict(study="ablation", table="3", dataset="ve8", preset=preset, loss="pcce",
+                                       lam="0.5", split=f"split_{split:02d}", seed="0"), {"test_acc": 0.3})
+    with pytest.raises(ValueError, match=r"ablation study on ve8 has trials in 2 experiments \(ablation-ve8, "
+                                         r"ablation-ve8-lr1e3\)"):
+        write_reports(["ablation-ve8", "ablation-ve8-lr1e3"], store, tmp_path / "both")
+    assert not (tmp_path / "both").exists()
+    for name in ("ablation-ve8", "ablation-ve8-lr1e3"):
+        assert [t.name for t in build_tables(load_runs(name, store))] == ["table3_ve8"]
+    twice = pd.DataFrame({"split": ["split_00", "split_00", "split_01"], "seed": [0, 0, 0], "test_acc": [.5, .6, .7]})
+    once = pd.DataFrame({"split": ["split_00", "split_01"], "seed": [0, 0], "test_acc": [.4, .3]})
+    with pytest.raises(ValueError, match="split split_00 seed 0 appears twice"):
+        paired_p(twice, once)
+
+
 # ---- silent wrong results in the paper's tables: n = 1, bold, Table 5's data sets, tiny p -----------------------
 def _frame(rows):
     import pandas as pd
