@@ -175,6 +175,22 @@ def test_set_preset_on_a_saved_config_trains_that_preset(tmp_path):
     assert load_config(saved).model == Config.from_dict(yaml.safe_load(saved.read_text())).model  # no --set: as saved
 
 
+def test_integers_read_as_written_not_as_yaml_1_1_octal_or_base_60(tmp_path):
+    """YAML 1.1 (PyYAML) reads 010 as octal 8 and 1:30 as 90: `--set run.seed=010` silently ran seed 8. In --set
+    values and config files alike, 010 is 10, and 1:30 is refused for an integer key."""
+    from vaanet.config import load_config, parse_overrides
+
+    assert dict(parse_overrides(["run.seed=010", "a=0x1F", "b=-12", "c=1_000", "d=+7", "e=0"])) == {
+        "run.seed": 10, "a": 31, "b": -12, "c": 1000, "d": 7, "e": 0}
+    assert load_config(None, ["run.seed=010"]).run.seed == 10
+    config = tmp_path / "c.yaml"
+    config.write_text("run:\n  seed: 010\noptim:\n  epochs: 012\n")
+    cfg = load_config(config)
+    assert (cfg.run.seed, cfg.optim.epochs) == (10, 12)
+    with pytest.raises(ValueError, match="run.seed must be an integer, got '1:30'"):
+        load_config(None, ["run.seed=1:30"])
+
+
 def test_flags_are_set_shorthands_and_conflicts_are_errors():
     assert flag_overrides(["optim.lr=0.1"], {"optim.epochs": ("--epochs", 3), "run.mlflow_uri": ("--mlflow-uri", None)}) \
         == ["optim.lr=0.1", "optim.epochs=3"]

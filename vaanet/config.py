@@ -248,13 +248,37 @@ def _expand_preset(tree: dict) -> None:
 PRESET_SWITCHES = ("visual", "audio", "spatial_attention", "channel_attention", "temporal_attention", "audio_attention")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except integers: PyYAML follows YAML 1.1, where ``010`` is octal 8 and ``1:30``
+    is 90 (base 60), so ``run.seed=010`` silently ran seed 8. Here ``010`` is 10 (as in YAML 1.2 and Python's
+    int("010")), and ``1:30`` stays the string it looks like (an integer key then refuses it)."""
+
+
+def _construct_int(loader, node):
+    text = loader.construct_scalar(node)
+    if ":" in text:
+        return text
+    digits = text.replace("_", "")
+    sign, digits = (-1, digits[1:]) if digits[0] == "-" else (1, digits.lstrip("+"))
+    base = {"0x": 16, "0b": 2}.get(digits[:2].lower(), 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def read_yaml(text: str):
+    """A config file's or a --set value's YAML (see :class:`_Loader` for integers)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_overrides(overrides) -> list[tuple[str, Any]]:
     out = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        out.append((key.strip(), read_yaml(raw)))
     return out
 
 
@@ -294,7 +318,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found (see configs/ for examples)")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{path} is not valid YAML: {e}") from e
     parsed = parse_overrides(overrides)
