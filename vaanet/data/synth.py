@@ -211,11 +211,11 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
     gain = float(rng.uniform(*exposure)) if exposure != (1.0, 1.0) else 1.0
     level = float(rng.uniform(*offset)) if offset != (0.0, 0.0) else 0.0  # drawn only when used (draws unchanged)
+    objects = cfg.exposure_on == "objects"  # the gains on the box and the squares only
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
         img = background + (0.0 if cfg.flash_all else seg_flash[s]) + tints[s]
-        objects = cfg.exposure_on == "objects"
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
             img[cy:cy + sz, cx:cx + sz] = c * gain if objects else c

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
+from ..train.loop import RESUME_RUN_KEYS
 from ..train.ray_train import make_trainer, resolve_paths
 from ..train.tracking import check_reachable, ensure_experiment, git_commit, replay_pending, run_id_of
 from ..faults import hold
@@ -239,7 +240,8 @@ def _base_config(study: Study, args) -> tuple[Config, dict[str, Any]]:
 
 # what a trial's numbers depend on besides its config's model/data/optim sections; a study.json written before
 # they were stored holds none of them, and takes the rerun's (as before, nothing is checked for it)
-REQUEST_RUN_KEYS = ("bf16", "compile")  # run.* keys (the run folder checks them too: train/loop.py RESUME_RUN_KEYS)
+REQUEST_RUN_KEYS = tuple(k for k in RESUME_RUN_KEYS if k != "seed")  # run.* keys a run folder checks too (the
+# study sets the seed per trial)
 LATER_REQUEST_KEYS = ("run", "trials", "search_point")
 
 
