@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -15,11 +16,81 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 # under pytest-xdist (pyproject: -n 2) each worker process gets one of the cores
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
-# Tests that start Ray (a study, Ray Train, a cluster) run one after another on one xdist worker: `ray stop
-# --force` in a cluster test ends every Ray process of the user, and a driver finds another test's cluster
-# through Ray's temp folder. The other tests run beside them on the other worker.
+# Tests never share a Ray. Every test runs with a Ray temp folder of its own (RAY_TMPDIR, a short path: Ray's
+# sockets live there) and a token file of its own (RAY_AUTH_TOKEN_PATH); a local study or run starts its own
+# Ray (never ray.init() without an address), and a cluster a test starts with `ray start --block` is stopped
+# by its own process ids (:func:`stop_ray`), never by `ray stop`. Tests that start Ray still run one after
+# another on one xdist worker (each is CPU-heavy on a 2-core machine); the other tests run beside them.
 RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|comparison|lambda_sweep|"
                      r"make_trainer|trainable|tune\.")
+
+
+def private_ray_env(env: dict | None = None) -> dict:
+    """``env`` (default: this process's) with a fresh Ray temp folder and token file path of its own."""
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    atexit.register(shutil.rmtree, folder, True)
+    return {**(os.environ if env is None else env), "RAY_TMPDIR": folder,
+            "RAY_AUTH_TOKEN_PATH": os.path.join(folder, "auth_token")}
+
+
+os.environ.update({k: v for k, v in private_ray_env().items() if k.startswith("RAY_")})  # module fixtures
+
+
+@pytest.fixture(autouse=True)
+def _private_ray(monkeypatch):
+    """Each test's Ray (and its subprocesses') gets a temp folder and token file of its own."""
+    env = private_ray_env()
+    for key in ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv(key, env[key])
+    yield
+    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+
+
+def ray_start(args: list[str], env: dict, log: Path, timeout: float = 180) -> "subprocess.Popen":
+    """``ray start --block ARGS`` as a process of this test (its own session), started once Ray says so.
+    ``env`` should come from :func:`private_ray_env`; stop it with :func:`stop_ray`."""
+    import subprocess
+    import time
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", **env}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc.ray_tmpdir = env["RAY_TMPDIR"]
+    deadline = time.time() + timeout
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            stop_ray(proc)
+            raise AssertionError(f"ray start {' '.join(args)} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc
+
+
+def stop_ray(proc) -> None:
+    """Stop a Ray node of :func:`ray_start` by its own process ids: SIGTERM to its process group (``ray start
+    --block`` stops the processes it started), then SIGKILL to any process still running from its temp
+    folder. Nobody else's Ray is touched."""
+    import psutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, Exception):  # noqa: BLE001 - gone already, or stuck: the sweep below ends it
+        pass
+    mine = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.info["pid"] != os.getpid() and any(proc.ray_tmpdir in part for part in p.info["cmdline"] or ()):
+                mine.append(p)
+        except (psutil.Error, TypeError):
+            continue
+    for p in mine:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(mine, timeout=30)
 
 
 def _uses_ray(item) -> bool:

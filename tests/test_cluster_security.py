@@ -5,6 +5,7 @@ server answers only with the admin password; credentials given in a tracking URI
 to a config, an MLflow param, a checkpoint or any other file of a run."""
 import os
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import ray_start, stop_ray
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
@@ -46,10 +49,12 @@ def test_head_started_as_the_yaml_says_refuses_a_client_without_the_token(tmp_pa
     stranger.mkdir()
     (head / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # what file_mounts copies to each node
     port, dash = _free_port(), _free_port()
-    start = _command("head_start_ray_commands", "ray start --head").replace("--port=6379", f"--port={port}")
-    start = start.replace("--autoscaling-config=~/ray_bootstrap_config.yaml", "")
-    start += f" --dashboard-port={dash} --num-cpus=1 --node-ip-address=127.0.0.1"
-    subprocess.run(["bash", "-c", start], env=_env(head), check=True, capture_output=True, text=True, timeout=180)
+    start = _command("head_start_ray_commands", "ray start --head")
+    assert "export RAY_AUTH_MODE=token;" in start  # the yaml's login shells and its `ray start` have it
+    args = [a for a in shlex.split(start.split("ray start", 1)[1])
+            if not a.startswith(("--port=", "--autoscaling-config=", "--disable-usage-stats"))]
+    args += [f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
+    node = ray_start(args, _env(head, RAY_AUTH_MODE="token"), tmp_path / "head.log")  # this test's own temp dir
     try:
         for who, env in [("no token, auth mode unset", _env(stranger)),
                          ("auth mode token, no token", _env(stranger, RAY_AUTH_MODE="token")),
@@ -68,7 +73,7 @@ def test_head_started_as_the_yaml_says_refuses_a_client_without_the_token(tmp_pa
                            capture_output=True, text=True, timeout=120)
         assert "connected" in r.stdout, r.stdout + r.stderr
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=_env(head), capture_output=True, timeout=120)
+        stop_ray(node)
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> int:

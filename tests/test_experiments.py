@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import mlflow_store
+from conftest import mlflow_store, private_ray_env, ray_start, stop_ray
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "model.frames=4", "--set", "model.crop_size=32",
@@ -134,24 +134,23 @@ def _free_port() -> int:
 
 
 def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp_path):
-    ray_bin = str(Path(sys.executable).parent / "ray")
     port, dash = _free_port(), _free_port()
     # token authentication on, as on a real cluster: every node and the driver share one token
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"]
+    env = private_ray_env({**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    nodes = []
     try:
-        subprocess.run(head, check=True, capture_output=True, text=True, env=env, timeout=120)
-        subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                        "--num-cpus=1", "--disable-usage-stats"], check=True, capture_output=True, text=True,
-                       env=env, timeout=120)
+        nodes.append(ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                                "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"], env, tmp_path / "head.log"))
+        nodes.append(ray_start([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"], env,
+                               tmp_path / "worker.log"))
         r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, "--address", f"127.0.0.1:{port}", env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs = [x for x in _runs(tmp_path, "main_comparison-synth") if x.info.status == "FINISHED"]
         assert len(runs) == 2
         assert len({x.data.tags["ray_node_id"] for x in runs}) == 2  # one trial's worker on each node
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        for node in reversed(nodes):
+            stop_ray(node)
 
 
 def test_optuna_search_resumes_reruns_and_leaves_no_running_run(synth_root, synth_cache, tmp_path):

@@ -12,7 +12,9 @@ from conftest import tiny_config
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
+    from vaanet.train.ray_cluster import init_ray
+
+    init_ray(None, num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

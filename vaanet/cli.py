@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set optim.lr=1e-4 --set model.preset=VS (repeatable)")
     s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
     s.add_argument("--gpus", type=int, default=0, help="GPUs in total (shared among the workers)")
-    s.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
+    s.add_argument("--address", default=None, help="the Ray cluster to run on (default: RAY_ADDRESS; without "
+                   "either, a new local Ray of this command's own, never one already running on the machine)")
     s.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here); "
                    "the same as --set run.mlflow_uri=URI")
     s.add_argument("--no-ray", action="store_true", help="run the same loop in this process (debugging)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import Config
 from .loop import train_fn
+from .ray_cluster import init_ray
 from .tracking import default_tracking_uri, ensure_experiment
 
 
@@ -79,7 +80,7 @@ def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
     if local is None:
         local = workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS"))
     if not local and not ray.is_initialized():
-        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        init_ray(address, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     cfg = resolve_paths(cfg)
     ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
     if local:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
 from ..train.loop import RESUME_RUN_KEYS
+from ..train.ray_cluster import init_ray
 from ..train.ray_train import make_trainer, resolve_paths
 from ..train.tracking import check_reachable, ensure_experiment, git_commit, replay_pending, run_id_of
 from ..faults import hold
@@ -74,7 +75,8 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a failed trial, counted once (Tune); errors a retry cannot fix (bad config, "
                    "missing or corrupt file, non-finite loss) are never retried")
-    p.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", default=None, help="the Ray cluster to run on (default: RAY_ADDRESS; without "
+                   "either, a new local Ray of this command's own, never one already running on the machine)")
     p.add_argument("--ray-dashboard", action="store_true", help="start the Ray dashboard with a local Ray (off by "
                    "default: it adds ~5 s to a study's start; a cluster started by ray_cluster.yaml has its own)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here); "
@@ -565,7 +567,7 @@ def _start_ray(args) -> None:
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
     local = {} if address else {"include_dashboard": bool(getattr(args, "ray_dashboard", False))}
-    ray.init(address=address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
+    init_ray(address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
              runtime_env={"env_vars": env} if env else None, **local)
 
 
