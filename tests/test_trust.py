@@ -114,6 +114,37 @@ def test_predict_refuses_what_is_not_a_video(reference_run, tmp_path):
         assert not list(Path.cwd().glob(f"{path.stem}_attention.png"))
 
 
+def test_text_files_are_never_classified_as_videos(reference_run, tmp_path):
+    """FFmpeg's tty demuxer draws a .txt file as ANSI-art video (a copy of the README became a 106-frame
+    "video" classified as Joy): predict, figure3 and prepare's decoder refuse text and subtitles alike."""
+    from analysis.figures import figure3
+    from vaanet.data.ingest import decode_video
+
+    _, _, ref_tmp = reference_run
+    ckpt = ref_tmp / "run"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    files = {"notes.txt": readme, "art.ans": "\x1b[31mHELLO\x1b[0m world\n" * 50, "renamed.mp4": readme,
+             "talk.srt": "1\n00:00:01,000 --> 00:00:02,000\nHello\n\n2\n00:00:03,000 --> 00:00:04,000\nWorld\n",
+             "talk.vtt": "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nHello\n"}
+    messages = {"notes.txt": "is a text file", "art.ans": "is a text file", "renamed.mp4": "is not a video file",
+                "talk.srt": "has no video stream", "talk.vtt": "has no video stream"}
+    for name, text in files.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ValueError, match=messages[name]):
+            predict_video(path, ckpt)
+        with pytest.raises(ValueError, match=messages[name]):
+            figure3(ckpt, [path], tmp_path / "figure3.png")
+        r = subprocess.run([sys.executable, "-m", "vaanet.cli", "predict", str(path), "--checkpoint", str(ckpt)],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and messages[name] in r.stderr, r.stderr
+        assert "prediction" not in r.stdout
+    for name in ("notes.txt", "art.ans"):  # what prepare decodes with
+        with pytest.raises(ValueError, match="is a text file"):
+            decode_video(str(tmp_path / name), 48, None)
+    assert not (tmp_path / "figure3.png").exists()
+
+
 def test_resumed_run_is_running_while_it_trains_and_epochs_count_from_one(synth_root, synth_cache, tmp_path,
                                                                            monkeypatch, capsys):
     from mlflow.tracking import MlflowClient

@@ -73,25 +73,20 @@ def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
     return model.eval(), cfg, ckpt
 
 
-IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe", "svg_pipe")
-
-
 def _check_is_video(video: Path) -> None:
-    """Refuse what is not a video (text, an image, a single still frame) before it gets classified."""
+    """Refuse what is not a video (text, subtitles, an image) before it gets classified."""
     import av
+
+    from .data.containers import check_container
 
     if not video.is_file():
         raise FileNotFoundError(f"video {video} not found")
     try:
-        with av.open(str(video)) as container:
-            fmt = container.format.name
-            streams = container.streams.video
+        container = av.open(str(video))
     except Exception as e:  # noqa: BLE001 - PyAV raises many types for a non-video
         raise ValueError(f"{video} is not a video file ({type(e).__name__}: {str(e)[:120]}); pass an mp4/avi/mkv/... file") from e
-    if not streams:
-        raise ValueError(f"{video} has no video stream (format {fmt}); pass a video file")
-    if any(f in IMAGE_FORMATS for f in fmt.split(",")):
-        raise ValueError(f"{video} is an image ({fmt}), not a video; pass a video file")
+    with container:
+        check_container(container, video)
 
 
 def _infer(model, cfg: Config, ckpt: dict, video: Path):

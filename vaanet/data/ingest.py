@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..losses import DATASET_CLASSES
+from .containers import check_container
 from .frames import check_format, write_frames
 from .mfcc import HOP, N_FFT, N_MFCC, SAMPLE_RATE, mfcc
 
@@ -245,8 +246,7 @@ def _decode_video(path: str, short_side: int, fps: float | None) -> tuple[np.nda
     aligned to."""
     eps = 1e-4  # seconds: a frame presented at a tick (up to timestamp rounding) is shown at it
     with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
+        check_container(container, path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         native = float(stream.average_rate or stream.guessed_rate or 25.0)
