@@ -196,13 +196,14 @@ def main():
     split = make_splits(index, work / "splits", n=1, val_fraction=0.0, log=lambda *_: None)[0]
     hours = index["duration"].sum() / 3600
 
+    # each video's raw frames (the index holds the last prepared cache's absolute paths: name them by video id)
+    raw_files = {r["video_id"]: caches["raw"] / f"videos/{r['video_id']}/{FILE_NAMES['raw']}" for _, r in index.iterrows()}
     # JPEG at quality 75: the jpeg cache with every frame file re-encoded from the raw frames
     caches["jpeg q75"] = work / "cache_jpeg_q75"
     if not caches["jpeg q75"].exists():
         shutil.copytree(caches["jpeg"], caches["jpeg q75"])
-        for _, row in index.iterrows():
-            raw = np.load(caches["raw"] / row["frames_file"].replace(FILE_NAMES["jpeg"], FILE_NAMES["raw"]))
-            write_frames((caches["jpeg q75"] / row["frames_file"]).parent, raw, "jpeg", quality=75)
+        for v, raw in raw_files.items():
+            write_frames(caches["jpeg q75"] / f"videos/{v}", np.load(raw), "jpeg", quality=75)
 
     # reference-style inputs: one JPEG per frame (same short side, quality 90) and a wav per video
     import soundfile
@@ -212,7 +213,6 @@ def main():
 
     jpeg_root, wav_root = work / "jpeg", work / "wav"
     wav_root.mkdir(exist_ok=True)
-    raw_files = {r["video_id"]: caches["raw"] / f"videos/{r['video_id']}/{FILE_NAMES['raw']}" for _, r in index.iterrows()}
     for _, row in index.iterrows():
         d = jpeg_root / row["video_id"]
         if not d.exists():

@@ -3,7 +3,7 @@
 
 GPU: depth 101 at the paper's sampling (t=10, k=16, 112x112). CPU: a small backbone, same sampling.
 
-    python benchmarks/memory_speed.py [--batch 4] [--steps 3] [--depth 101 --width 1.0]
+    python benchmarks/memory_speed.py [--batch 4] [--steps 3] [--depth 101 --width 1.0] [--no-compile]
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--depth", type=int, default=None, help="default: 101 on a GPU, 10 on CPU")
     ap.add_argument("--width", type=float, default=None, help="default: 1.0 on a GPU, 0.25 on CPU")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows (compiling takes "
+                    "minutes on a CPU)")
     a = ap.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -57,6 +59,8 @@ def main():
     if cuda:
         rows.insert(1, ("+ bf16 autocast", base, True, False))
         rows.append(("all switches", replace(base, checkpoint_segments=True, channels_last=True), True, True))
+    if a.no_compile:
+        rows = [row for row in rows if not row[3]]
     print(f"{device.type}: depth {depth} width {width}, t=10 k=16 112x112, batch {a.batch}, {a.steps} timed steps, "
           f"torch {torch.__version__}")
     print(f"{'switch':<24}{'videos/s':>10}{'saved act. MiB':>16}{'peak GiB':>10}")
