@@ -170,6 +170,7 @@ def test_ray_up_onprem_runs_the_quick_study_and_ray_down_leaves_nothing(synth_ro
     transcript = tmp_path / "transcript.log"
     sshd = None
     uid = None
+    opened = []
     launcher_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_DISABLE_USAGE_STATS": "1"}
     try:
         # the throwaway user: its own home, a password no one can use (`*`, not a locked `!`: sshd refuses those)
@@ -218,6 +219,11 @@ def test_ray_up_onprem_runs_the_quick_study_and_ray_down_leaves_nothing(synth_ro
         # instead of onprem.yaml's `pip install` (no network here): a venv of the user's own on the environment this
         # machine has; the repo copy first on PYTHONPATH (what `pip install -e ~/vaanet` gives), Ray's temp folder
         site = sysconfig.get_paths()["purelib"]
+        for folder in [*reversed(Path(site).parents), Path(site)]:  # a clone in root's home: let the user pass
+            mode = folder.stat().st_mode
+            if not mode & 0o001:  # through (o+x, no listing) while the test runs; restored below
+                opened.append((folder, mode))
+                folder.chmod(mode | 0o001)
         py = _python_for(user, site)
         install = base / "install.sh"
         install.write_text(
@@ -318,6 +324,14 @@ def test_ray_up_onprem_runs_the_quick_study_and_ray_down_leaves_nothing(synth_ro
                 sshd.kill()
         if uid is not None:
             subprocess.run(["userdel", "-r", user], capture_output=True, timeout=60)
+            for left in Path(tempfile.gettempdir()).iterdir():  # e.g. torch's /tmp/torchinductor_<user>
+                try:
+                    if left.lstat().st_uid == uid:
+                        shutil.rmtree(left) if left.is_dir() and not left.is_symlink() else left.unlink()
+                except OSError:
+                    pass
+        for folder, mode in reversed(opened):
+            folder.chmod(mode)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -326,3 +340,32 @@ def _connections(p: psutil.Process):
         return p.net_connections(kind="inet")
     except psutil.Error:
         return []
+
+
+def test_onprem_yaml_matches_the_launcher_schema_and_keeps_the_security_of_ray_cluster_yaml():
+    """Static checks of cluster/onprem.yaml (cheap; the test above runs it for real)."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load(ONPREM.read_text())
+    validate_config(prepare_config(config))
+    assert config["provider"]["type"] == "local" and {"head_ip", "worker_ips"} <= set(config["provider"])
+    assert {"ssh_user", "ssh_private_key"} <= set(config["auth"])
+    # the user's token on every node, readable by its owner alone; token auth in drivers' shells and every ray start
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "chmod 600 ~/.ray/auth_token" in config["setup_commands"]
+    assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in config["setup_commands"])
+    for section in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[section] if "ray start" in c]
+        assert starts and all("export RAY_AUTH_MODE=token;" in c for c in starts)
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start --head" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+    # MLflow on the head: basic auth, admin password and secret made with umask 077, store on the shared folder
+    (server,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    assert "--app-name basic-auth" in server and "sqlite:///" + SHARED_IN_YAML + "/mlflow.db" in server
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD=\"$(cat ~/.mlflow_admin_password)\"" in server  # never the password itself
+    assert "pgrep" in server and "raylet" in server  # it stops with the head's Ray (ray down)
+    made = [c for c in config["head_setup_commands"] if "> ~/.mlflow_admin_password" in c or "> ~/.mlflow_flask" in c]
+    assert len(made) == 2 and all("umask 077" in c for c in made)
+    # never the package folder vaanet/data: exclusions anchored at the repo root
+    assert "data" not in config["rsync_exclude"] and "/data" in config["rsync_exclude"]
+    assert "SHARED STORAGE" in ONPREM.read_text() and "--address auto" in ONPREM.read_text()
