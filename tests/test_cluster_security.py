@@ -149,3 +149,23 @@ def test_credentials_in_the_tracking_uri_are_never_stored(mlflow_server, synth_r
     leaks = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert leaks == []  # config.yaml, best_model.pt, state.pt, metrics: none holds the password
     assert all(password not in str(v) for v in run.data.params.values())
+
+
+def _rsync_excluded(path: str, pattern: str) -> bool:
+    """Does an rsync exclude pattern (as the cluster launcher passes them) drop ``path`` or a folder above it?"""
+    parts = path.split("/")
+    if pattern.startswith("/"):  # anchored at the transfer's root
+        return path == pattern[1:] or path.startswith(pattern[1:] + "/")
+    return any(part == pattern.removeprefix("**/") for part in parts)
+
+
+def test_cluster_files_copy_every_file_of_the_package():
+    """`rsync_exclude: ["data"]` also dropped vaanet/data: the study on the head failed with ModuleNotFoundError."""
+    tracked = subprocess.run(["git", "ls-files", "vaanet", "analysis", "experiments", "configs"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "vaanet/data/ingest.py" in tracked
+    for name in ("ray_cluster.yaml", "cluster/onprem.yaml"):
+        patterns = yaml.safe_load((REPO / name).read_text())["rsync_exclude"]
+        dropped = [p for p in tracked if any(_rsync_excluded(p, x) for x in patterns)]
+        assert dropped == [], f"{name} rsync_exclude drops {dropped[:5]}"
+        assert any(_rsync_excluded("data/synth/cache/index.csv", x) for x in patterns)  # local data stays home
