@@ -103,12 +103,17 @@ def resolution(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) ->
     power_of = TTestPower()
     effect = power_of.solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
     needed = power_of.solve_power(effect_size=1 / sd, nobs=None, alpha=alpha, power=power, alternative="two-sided")
-    return float(effect * sd), float(max(2, math.ceil(needed)))
+    if needed != needed and 1 / sd >= power_of.solve_power(effect_size=None, nobs=2, alpha=alpha, power=power,
+                                                           alternative="two-sided"):
+        needed = 2  # the solver fails where even 2 pairs have the power (a std far below a point)
+    return float(effect * sd), float(max(2, math.ceil(needed))) if needed == needed else NAN
 
 
 def compare(row: pd.Series, ref: pd.Series, confidence: float = CONFIDENCE) -> dict:
     """Row vs reference over their (split, seed) pairs: diff (row - ref) with its t interval, paired t p,
-    Wilcoxon signed-rank p (zeros dropped; NaN when every difference is 0), d_z, mdd, splits_for_1pt, and
+    Wilcoxon signed-rank p (zeros dropped; NaN when every difference is 0; the exact distribution without
+    ties, else the normal approximation with tie correction: scipy's permutation test for ties would be
+    slow and, beyond 13 pairs, random), d_z, mdd, splits_for_1pt, and
     the unpaired points. With no variance in the differences the t-test, d_z and the resolution are
     undefined (NaN): the interval is the difference itself."""
     a, b, unpaired = pairs(row, ref)
@@ -121,7 +126,9 @@ def compare(row: pd.Series, ref: pd.Series, confidence: float = CONFIDENCE) -> d
         return out
     nonzero = d[np.abs(d) > 1e-9]
     if len(nonzero):
-        out["p_wilcoxon"] = float(stats.wilcoxon(nonzero).pvalue)
+        ties = len(np.unique(np.abs(nonzero))) < len(nonzero)  # exact without ties; else deterministic normal
+        out["p_wilcoxon"] = float(stats.wilcoxon(nonzero, method="approx" if ties or len(nonzero) > 50 else
+                                                 "exact").pvalue)
     if _constant(d):
         out.update(diff_ci_low=out["diff"], diff_ci_high=out["diff"])
         return out
@@ -225,3 +232,45 @@ def parent_metrics_of(report_dir: str | Path) -> dict[str, float]:
     """:func:`parent_metrics` of every ``*_stats.csv`` that ``analysis.report`` wrote into ``report_dir``."""
     frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(Path(report_dir).glob("*_stats.csv"))]
     return parent_metrics(pd.concat(frames)) if frames else {}
+
+
+# ---- words: the table notes and the paragraph for a paper ------------------------------------------------
+TEST_NOTE = ("†: significant at α = 0.05 after Holm–Bonferroni correction over the table's comparisons of the same "
+             "metric (two-sided paired t-test over the (split, seed) pairs; p: corrected).")
+
+
+def _span(values, fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}–{format(hi, fmt)}"
+
+
+def _grid(splits: int, seeds: int) -> str:
+    return f"{splits} split{'s' * (splits != 1)} × {seeds} seed{'s' * (seeds != 1)}"
+
+
+def resolution_sentence(frame: pd.DataFrame, metric: str, splits: int, seeds: int) -> str | None:
+    """What a study of this size resolves on ``metric``, in words, from its comparisons' mdd and pairs needed."""
+    comps = frame[(frame["kind"] == "comparison") & (frame["metric"] == metric)]
+    if comps.empty:
+        return None
+    ok = comps[np.isfinite(comps["mdd"].astype(float)) & np.isfinite(comps["splits_for_1pt"].astype(float))]
+    if ok.empty:
+        return (f"With {_grid(splits, seeds)} this study resolves no {metric} difference: its comparisons have fewer "
+                "than 2 pairs or no variance in the paired differences.")
+    return (f"With {_grid(splits, seeds)} ({_span(ok['n'].astype(int), 'd')} pairs) this study resolves {metric} "
+            f"differences of ≥ {_span(ok['mdd'], '.1f')} points (α = {ALPHA:g}, power {POWER:g}, from the observed "
+            f"std of each comparison's paired differences); a 1-point difference would need "
+            f"{_span(ok['splits_for_1pt'].astype(int), 'd')} splits × seeds.")
+
+
+def variance_sentence(frame: pd.DataFrame, metric: str) -> str | None:
+    """Where ``metric``'s variance comes from (median over the rows' cells), when splits have several seeds."""
+    cells = frame[(frame["kind"] == "cell") & (frame["metric"] == metric)]
+    cells = cells[np.isfinite(cells["var_split"].astype(float))]
+    if cells.empty:
+        return None
+    split, seed = float(cells["var_split"].median()), float(cells["var_seed"].median())
+    advice = ("more splits, not more seeds, would narrow the intervals" if split > seed else
+              "seeds vary at least as much as splits: more seeds per split would narrow the intervals too")
+    return (f"Variance of {metric} (median over rows): split-to-split {split:.2f}, seed-to-seed {seed:.2f} "
+            f"points²; {advice}.")
