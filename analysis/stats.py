@@ -212,7 +212,7 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """The stats file: fixed column order and float format, so the same runs give the same bytes."""
     out = frame.copy()
     out["significant"] = out["significant"].map({True: "yes", False: "no"}).fillna("")
-    out.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+    out.to_csv(path, index=False, float_format="%.10g", lineterminator="\n")
     return Path(path)
 
 
@@ -274,3 +274,31 @@ def variance_sentence(frame: pd.DataFrame, metric: str) -> str | None:
               "seeds vary at least as much as splits: more seeds per split would narrow the intervals too")
     return (f"Variance of {metric} (median over rows): split-to-split {split:.2f}, seed-to-seed {seed:.2f} "
             f"points²; {advice}.")
+
+
+def paragraph(frames: list[pd.DataFrame]) -> str:
+    """A paragraph for a paper's experimental section: how the numbers were computed, then each table's
+    significant differences (after correction) and what the study resolves, from the tables' stats frames."""
+    text = ["Each number is the mean over the (split, seed) runs of a configuration, with the sample std and a "
+            "95 % Student-t confidence interval of the mean. Configurations are compared on the (split, seed) "
+            "runs both finished (a run of one side only is left out), by the paired mean difference with its "
+            "95 % t interval, a two-sided paired t-test (Wilcoxon signed-rank test as a check) and Cohen's d_z; "
+            f"p values are Holm–Bonferroni-corrected over each table's comparisons of one metric (α = {ALPHA:g})."]
+    for frame in frames:
+        comps = frame[frame["kind"] == "comparison"]
+        if comps.empty:
+            continue
+        name, metric = comps["table"].iloc[0], comps["metric"].iloc[0]
+        mine = comps[comps["metric"] == metric]
+        real = mine[mine["significant"] == True]  # noqa: E712 - an object column of True/False/None
+        found = "; ".join(f"{r['row']} vs {r['ref_row']} ({r['column']}) {r['diff']:+.1f} points (95 % CI [{r['diff_ci_low']:.1f}, {r['diff_ci_high']:.1f}], "
+                          f"d_z = {r['d_z']:.2f}, p_Holm = {r['p_holm']:.3g}, n = {int(r['n'])})"
+                          for _, r in real.iterrows())
+        text.append(f"In {name}, {len(real)} of {len(mine)} {metric} comparisons are significant after correction"
+                    + (f": {found}." if found else "."))
+        ok = mine[np.isfinite(mine["mdd"].astype(float)) & np.isfinite(mine["splits_for_1pt"].astype(float))]
+        if len(ok):
+            text.append(f"With {_span(ok['n'].astype(int), 'd')} pairs it resolves differences of "
+                        f"≥ {_span(ok['mdd'], '.1f')} points at power {POWER:g}; a 1-point difference would need "
+                        f"{_span(ok['splits_for_1pt'].astype(int), 'd')} splits × seeds.")
+    return " ".join(text) + "\n"

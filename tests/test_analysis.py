@@ -583,3 +583,35 @@ def test_an_undefined_p_prints_a_dash_with_a_note():
     assert f"+6.0 [3.5, 8.5] p={ve8['p_holm']:.3f}† | +5.0 p=– |" in line  # one pair: no interval, no p
     assert "p –: the paired t-test is undefined" in md
     assert "p --: the paired t-test is undefined" in to_latex(table)
+
+
+def test_report_regenerates_tables_and_stats_byte_identically_from_mlflow_alone(store, tmp_path):
+    """Two reports of the same MLflow store (no run folder anywhere) are byte-identical, tables and stats files;
+    the stats file holds every cell and comparison with the issue's columns, and the paragraph names them."""
+    import pandas as pd
+
+    from analysis.stats import parent_metrics_of
+
+    outs = []
+    for k in (1, 2):
+        with pytest.warns(UserWarning, match="missing runs"):
+            write_reports(["ablation-ve8", "loss-ve8"], store, tmp_path / f"r{k}", log=lambda *_: None)
+        outs.append(tmp_path / f"r{k}")
+    files = sorted(p.name for p in outs[0].iterdir() if p.suffix in (".tex", ".md", ".csv"))
+    assert {"table3_ve8_stats.csv", "table5_stats.csv", "table3_ve8.md", "table5.tex", "statistics.md"} <= set(files)
+    for name in files:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    frame = pd.read_csv(outs[0] / "table3_ve8_stats.csv")
+    for column in ("table", "kind", "row", "ref_row", "metric", "n", "mean", "std", "ci_low", "ci_high", "diff",
+                   "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon", "p_holm", "d_z", "mdd", "splits_for_1pt"):
+        assert column in frame
+    vs = frame[(frame["kind"] == "comparison") & (frame["row"] == "VS") & (frame["metric"] == "test_acc")].iloc[0]
+    assert vs["ref_row"] == "AT" and vs["n"] == 3 and vs["diff"] == pytest.approx(np.mean([10, 11, 11]), abs=1e-5)
+    cell = frame[(frame["kind"] == "cell") & (frame["row"] == "VS") & (frame["metric"] == "test_acc")].iloc[0]
+    assert cell["mean"] == pytest.approx(np.mean([50, 53, 52]), abs=1e-4) and cell["n"] == 3
+    assert len(frame[frame["kind"] == "cell"]) == 5 * 10  # 5 presets x (8 classes, accuracy, mean class acc.)
+    text = (outs[0] / "statistics.md").read_text()
+    assert "Holm–Bonferroni" in text and "In table3_ve8, " in text and "In table5, " in text
+    metrics = parent_metrics_of(outs[0])  # what the study's parent run logs
+    assert metrics["diff/table3_ve8/test_acc/VS vs AT"] == pytest.approx(vs["diff"])
+    assert "p_holm/table5/test_acc/VS-VCW-VT / PCCE vs VS-VCW-VT / CE" in metrics
