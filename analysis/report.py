@@ -4,7 +4,9 @@ Prints the tables (Markdown) and writes into ``reports/<experiment>/`` (or ``--o
 paper's layouts as LaTeX (booktabs, best mean in bold, caption, label; sized to fit a one-column article
 and a two-column page, wide ones as ``table*``) and Markdown, the lambda table and figure, per-class bar
 charts, summed confusion matrices, and on the synthetic set the attention-vs-truth table and figure.
-Which tables appear depends on the studies found among the runs (tag ``study``). An experiment that does
+Beside each table, ``<table>_stats.csv`` (analysis.stats: every cell's interval and every comparison's
+difference, p values, effect size and resolution, in percent points) and ``statistics.md``, a paragraph for
+a paper's experimental section. Which tables appear depends on the studies found among the runs (tag ``study``). An experiment that does
 not exist is an error that writes nothing (no empty tracking database, no folders).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before
 from vaanet.losses import DATASET_CLASSES  # noqa: E402
 from vaanet.train.tracking import default_tracking_uri  # noqa: E402
 
-from . import figures  # noqa: E402
+from . import figures, stats  # noqa: E402
 from .runs import load_runs  # noqa: E402
 from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table,  # noqa: E402
                      loss_table, main_table, to_latex, to_markdown)
@@ -107,11 +109,17 @@ def write_reports(experiment: str | list[str], uri: str | None = None, out: str 
         if "md" in formats:
             (out / f"{table.name}.md").write_text(to_markdown(table, compare_paper))
             written.append(out / f"{table.name}.md")
+        if table.stats is not None:  # every cell and comparison of the table, in percent points
+            written.append(stats.write_csv(table.stats, out / f"{table.name}_stats.csv"))
         gone = [f"{r['label']}: {', '.join(r['missing'])}" for r in table.rows if r["missing"]]
         if gone:
             msg = f"{table.name}: missing runs (failed or never ran) - " + "; ".join(gone)
             warnings.warn(msg, stacklevel=2)
             log(f"WARNING: {msg}")
+    text = stats.paragraph([t.stats for t in tables if t.stats is not None])
+    (out / "statistics.md").write_text(text)  # to paste into a paper's experimental section
+    written.append(out / "statistics.md")
+    log(text)
     ok = runs[runs["status"] == "FINISHED"]
     sweep = ok[ok["study"] == "lambda_sweep"]
     for dataset, part in sweep.groupby("dataset"):  # one figure per data set, like the table

@@ -5,6 +5,12 @@ its cell is the mean and "± –" (a table note says so), never "± 0.0". A grid
 ran (a split/seed that other rows of the same study have) is listed in ``missing`` and flagged in the
 table, never silently averaged away. Bold marks the best mean as printed (ties all bold) among the rows
 with the column's full n; a row with fewer finished runs does not compete (a table note says so).
+
+Each table names its comparisons (Tables 3/4: each row against the row above and against the full model;
+Table 5: PCCE against CE per preset and data set; the lambda sweep: each lambda against lambda = 0). Their
+statistics (:mod:`analysis.stats`: paired difference with its interval, Holm-corrected p, effect size,
+resolution) are in ``Table.stats``; a Δ column prints the difference, † where it is significant after
+correction, and the interval where the page allows; one line under the table says what the study resolves.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import paper
+from . import paper, stats
 
 
 @dataclass
@@ -32,33 +38,54 @@ class Table:
     # "missing" lists every missing point; with several n columns, its "missing_by" gives each header its own
     n_columns: dict[str, list[str]] = field(default_factory=dict)
     n_latex_headers: dict[str, str] = field(default_factory=dict)
-    p_columns: list[str] = field(default_factory=list)  # the columns that hold a p value (printed as p)
+    stats: pd.DataFrame | None = None  # analysis.stats' frame: one row per cell and per comparison
+    ci_columns: list[str] = field(default_factory=list)  # cells printed with their 95 % interval (Markdown)
+    markdown_only: list[str] = field(default_factory=list)  # columns a one-column page has no room for in LaTeX
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A Δ cell: the comparison of ``row`` against ``ref`` in ``column`` (its numbers are in ``Table.stats``)."""
+    row: str
+    ref: str
+    column: str
 
 
 def summarize(values) -> tuple[float, float, int]:
     """(mean, sample std, n) in %; the std is NaN (undefined) for one value, as both are for none."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float) * 100
-    if len(v) == 0:
-        return (np.nan, np.nan, 0)
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else np.nan, len(v))
+    d = stats.describe(stats.percent([x for x in values if x is not None and np.isfinite(x)]))
+    return (d["mean"], d["std"], d["n"])
 
 
-def paired_p(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_acc") -> float:
-    """Paired t-test over the (split, seed) pairs present in both a and b."""
-    ka = a.set_index(["split", "seed"])[metric]
-    kb = b.set_index(["split", "seed"])[metric]
-    for k in (ka, kb):
-        if not k.index.is_unique:  # a split and seed twice: the pairs would be wrong
-            twice = k.index[k.index.duplicated()][0]
-            raise ValueError(f"paired t-test: split {twice[0]} seed {twice[1]} appears twice in one row (runs of "
-                             "two studies or experiments pooled); keep one run per split and seed")
-    common = ka.index.intersection(kb.index)
-    if len(common) < 2:
-        return float("nan")
-    x, y = ka.loc[common].to_numpy(float), kb.loc[common].to_numpy(float)
-    if np.allclose(x - y, (x - y)[0]):
-        return float("nan")  # no variance in the differences: the test is undefined
-    return float(stats.ttest_rel(x, y).pvalue)
+def label_text(label) -> str:
+    """A row's name in the stats file: Table 5's ("VS+VCW+VT", "PCCE") is "VS+VCW+VT / PCCE"."""
+    return " / ".join(label) if isinstance(label, tuple) else str(label)
+
+
+class Collector:
+    """A table's samples (one per cell, by row and column) and comparisons, gathered while its rows are built;
+    :meth:`frame` turns them into the table's statistics."""
+
+    def __init__(self, name: str):
+        self.name, self.samples, self.comparisons = name, {}, []
+
+    def cell(self, label, column: str, part: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+        """Keep the cell's sample; return its (mean, std, n) as the table prints it."""
+        s = stats.sample(part, metric)
+        self.samples[(label_text(label), column)] = (metric, s)
+        d = stats.describe(s.to_numpy())
+        return (d["mean"], d["std"], d["n"])
+
+    def compare(self, label, ref, column: str) -> Delta:
+        self.comparisons.append((label_text(label), label_text(ref), column))
+        return Delta(label_text(label), label_text(ref), column)
+
+    def frame(self) -> pd.DataFrame:
+        rows = [stats.cell_rows(self.name, r, c, m, s) for (r, c), (m, s) in self.samples.items()]
+        for r, ref, c in self.comparisons:
+            metric, a = self.samples[(r, c)]
+            rows.append(stats.comparison_row(self.name, r, ref, c, metric, a, self.samples[(ref, c)][1]))
+        return stats.finish(rows)
 
 
 def missing_points(runs: pd.DataFrame, group: str) -> dict[str, list[str]]:
@@ -79,41 +106,60 @@ ABLATION_ORDER = ["AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT"]
 
 
 def ablation_table(runs: pd.DataFrame, dataset: str, classes: list[str]) -> Table:
+    """Tables 3/4: per-class and overall accuracy per attention preset; each row compared with the row above
+    (the paper's story) and with the full model (the last row), on accuracy and mean class accuracy."""
     runs = runs[runs["dataset"] == dataset]
     ok = runs[runs["status"] == "FINISHED"]
     number = {"ve8": "3", "e6": "4"}.get(dataset, "3")
+    name = f"table{number}_{dataset}"
     paper_ds = dataset if dataset in paper.ABLATION else None
-    cols = classes + ["Accuracy", "Mean class acc.", "p vs previous"]
-    rows, previous = [], None
+    cols = classes + ["Accuracy", "Mean class acc.", "Δ prev.", "Δ full"]
+    metrics = {**{c: f"test_acc_{c}" for c in classes}, "Accuracy": "test_acc", "Mean class acc.": "test_mean_class_acc"}
+    presets = [p for p in ABLATION_ORDER if p in set(runs["preset"])]
+    full = presets[-1] if presets else None
+    rows, got = [], Collector(name)
     missing = missing_points(runs, "preset")
-    for preset in [p for p in ABLATION_ORDER if p in set(runs["preset"])]:
+    for i, preset in enumerate(presets):
         part = ok[ok["preset"] == preset]
-        cells = {c: summarize(part.get(f"test_acc_{c}", pd.Series(dtype=float))) for c in classes}
-        cells["Accuracy"] = summarize(part["test_acc"]) if "test_acc" in part else (np.nan, np.nan, 0)
-        cells["Mean class acc."] = summarize(part.get("test_mean_class_acc", pd.Series(dtype=float)))
-        cells["p vs previous"] = paired_p(part, previous) if previous is not None else None
-        ref = {c: paper.ablation_number(paper_ds, preset, c) for c in classes + ["Accuracy"]} if paper_ds else {}
-        rows.append({"label": preset, "cells": cells, "paper": ref, "missing": missing.get(preset, [])})
-        previous = part
+        cells = {c: got.cell(preset, c, part, m) for c, m in metrics.items()}
+        rows.append({"label": preset, "cells": cells, "missing": missing.get(preset, []),
+                     "paper": {c: paper.ablation_number(paper_ds, preset, c) for c in classes + ["Accuracy"]}
+                     if paper_ds else {}})
+    for i, preset in enumerate(presets):  # the row above; the full model unless that is the row above
+        for c in ("Accuracy", "Mean class acc."):
+            delta = got.compare(preset, presets[i - 1], c) if i else None
+            if c == "Accuracy":
+                rows[i]["cells"]["Δ prev."] = delta
+            if preset != full and presets[i + 1] != full:
+                delta = got.compare(preset, full, c)
+            elif preset != full:  # full vs this row is the full model's "row above": the same pair, reversed
+                delta = Delta(preset, full, c)
+            else:
+                delta = None
+            if c == "Accuracy":
+                rows[i]["cells"]["Δ full"] = delta
     notes = ["Accuracy = overall top-1 accuracy over test videos (the paper's 'Average'); mean class acc. = mean of "
-             "the per-class accuracies.", "p: paired t-test over splits/seeds against the row above."]
+             "the per-class accuracies."]
     short = {c: abbreviate(c) for c in classes}
     notes.append("Classes: " + ", ".join(f"{s} {c}" for c, s in short.items() if s != c) + ".")
-    return Table(f"table{number}_{dataset}", f"Ablation of the attentions on {dataset.upper()} "
-                 f"(Table {number} layout): test accuracy in %, mean ± std over splits", cols, rows,
-                 bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",),
-                 latex_headers={**short, "Accuracy": "Acc.", "Mean class acc.": stack("Mean", "class"),
-                                "p vs previous": "$p$"}, wide=True,
-                 p_columns=["p vs previous"])
+    table = Table(name, f"Ablation of the attentions on {dataset.upper()} "
+                  f"(Table {number} layout): test accuracy in %, mean ± std over splits", cols, rows,
+                  bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",),
+                  latex_headers={**short, "Accuracy": "Acc.", "Mean class acc.": stack("Mean", "class"),
+                                 "Δ prev.": r"$\Delta$"},
+                  wide=True, ci_columns=["Accuracy", "Mean class acc."], markdown_only=["Δ full"])
+    return _with_stats(table, got, ok, f"Δ: accuracy of the row minus the row above (prev.) or the full model "
+                       f"{full} (full; in the Markdown table and the stats file; LaTeX's Δ is prev.)")
 
 
 def loss_table(runs: pd.DataFrame) -> Table:
     """Table 5: one column per data set, each with its own n column; a grid point is (data set, split, seed),
-    so a finished split of one data set never hides the same split failed on another."""
+    so a finished split of one data set never hides the same split failed on another. PCCE is compared with
+    CE per preset and data set."""
     ok = runs[runs["status"] == "FINISHED"]
     datasets = [d for d in ("ve8", "e6", "synth") if d in set(runs["dataset"])] or sorted(set(runs["dataset"]))
-    cols = [d.upper() for d in datasets] + [f"p {d.upper()}" for d in datasets]
-    rows = []
+    cols = [d.upper() for d in datasets] + [f"Δ {d.upper()}" for d in datasets]
+    rows, got = [], Collector("table5")
     keyed = runs.assign(key=runs["preset"] + "|" + runs["loss"])
     keys = set(keyed["key"])
     missing_by = {}  # data set -> row key -> its missing (split, seed) points in that data set
@@ -126,61 +172,72 @@ def loss_table(runs: pd.DataFrame) -> Table:
         missing_by[d] = gone
     for preset in ["VS+VCW+VT", "VS+VCW+VT+AT"]:
         for loss in ["ce", "pcce"]:
-            key = f"{preset}|{loss}"
+            key, label = f"{preset}|{loss}", (preset, loss.upper())
             cells, ref = {}, {}
             for d in datasets:
                 part = ok[(ok["preset"] == preset) & (ok["loss"] == loss) & (ok["dataset"] == d)]
-                cells[d.upper()] = summarize(part["test_acc"]) if len(part) else (np.nan, np.nan, 0)
+                cells[d.upper()] = got.cell(label, d.upper(), part, "test_acc")
                 if loss == "pcce":
-                    ce = ok[(ok["preset"] == preset) & (ok["loss"] == "ce") & (ok["dataset"] == d)]
-                    cells[f"p {d.upper()}"] = paired_p(part, ce)
+                    cells[f"Δ {d.upper()}"] = got.compare(label, (preset, "CE"), d.upper())
                 ref[d.upper()] = paper.LOSSES.get((preset, loss), {}).get(d)
             if any(c[2] for k, c in cells.items() if isinstance(c, tuple)) or key in keys:
                 by = {f"n {d.upper()}": missing_by[d].get(key, []) for d in datasets}
-                rows.append({"label": (preset, loss.upper()), "cells": cells, "paper": ref,
+                rows.append({"label": label, "cells": cells, "paper": ref,
                              "missing": [f"{h[2:]} {p}" for h, gone in by.items() for p in gone],
                              "missing_by": by})
-    return Table("table5", "CE vs PCCE (Table 5 layout): test accuracy in %, mean ± std over splits", cols, rows,
-                 bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
-                 latex_headers={f"p {d.upper()}": f"$p$ {d.upper()}" for d in datasets}, wide=True,
-                 notes=["p: paired t-test PCCE vs CE over splits/seeds; n: finished runs per data set."],
-                 n_columns={f"n {d.upper()}": [d.upper()] for d in datasets},
-                 p_columns=[f"p {d.upper()}" for d in datasets],
-                 n_latex_headers={f"n {d.upper()}": stack("$n$", d.upper()) for d in datasets})
+    table = Table("table5", "CE vs PCCE (Table 5 layout): test accuracy in %, mean ± std over splits", cols, rows,
+                  bold_columns=[d.upper() for d in datasets], label_header=("Attentions", "Loss"),
+                  latex_headers={f"Δ {d.upper()}": stack(r"$\Delta$", d.upper()) for d in datasets}, wide=True,
+                  notes=["n: finished runs per data set."],
+                  n_columns={f"n {d.upper()}": [d.upper()] for d in datasets},
+                  n_latex_headers={f"n {d.upper()}": stack("$n$", d.upper()) for d in datasets},
+                  ci_columns=[d.upper() for d in datasets])
+    return _with_stats(table, got, ok, "Δ: accuracy with PCCE minus with CE, same attentions and data set")
 
 
 def main_table(runs: pd.DataFrame, dataset: str) -> Table:
     ok = runs[(runs["status"] == "FINISHED") & (runs["dataset"] == dataset)]
     number = {"ve8": "1", "e6": "2"}.get(dataset, "1")
+    got = Collector(f"table{number}_{dataset}")
     rows = [{"label": name, "cells": {"Accuracy": acc}, "paper": {}, "missing": []}
             for name, acc in paper.BASELINES.get(dataset, [])]
     if dataset in paper.VAANET:
         rows.append({"label": "VAANet (paper)", "cells": {"Accuracy": paper.VAANET[dataset]}, "paper": {}, "missing": []})
     missing = missing_points(runs[runs["dataset"] == dataset], "preset")
-    rows.append({"label": "VAANet (this run)", "cells": {"Accuracy": summarize(ok["test_acc"])},
+    rows.append({"label": "VAANet (this run)", "cells": {"Accuracy": got.cell("VAANet (this run)", "Accuracy", ok,
+                                                                              "test_acc")},
                  "paper": {"Accuracy": paper.VAANET.get(dataset)}, "missing": sum(missing.values(), [])})
     cited = "; cited rows are the published numbers" if len(rows) > 1 else " (no published numbers on this data set)"
-    return Table(f"table{number}_{dataset}", f"VAANet vs the literature on {dataset.upper()} (Table {number} layout): "
-                 f"accuracy in %{cited}", ["Accuracy"], rows, bold_columns=["Accuracy"],
-                 label_header=("Method",), latex_headers={"Accuracy": "Acc."})
+    table = Table(got.name, f"VAANet vs the literature on {dataset.upper()} (Table {number} layout): "
+                  f"accuracy in %{cited}", ["Accuracy"], rows, bold_columns=["Accuracy"],
+                  label_header=("Method",), latex_headers={"Accuracy": "Acc."}, ci_columns=["Accuracy"])
+    return _with_stats(table, got, ok)
 
 
 def lambda_table(runs: pd.DataFrame, dataset: str | None = None) -> Table:
-    """Accuracy per lambda over one data set's runs; ``dataset`` names the table (lambda_<dataset>) when a
-    report holds sweeps of several."""
+    """Accuracy per lambda over one data set's runs, each lambda compared with lambda = 0 (CE) when the sweep
+    has it; ``dataset`` names the table (lambda_<dataset>) when a report holds sweeps of several."""
     ok = runs[runs["status"] == "FINISHED"]
-    rows = []
+    name = f"lambda_{dataset}" if dataset else "lambda"
+    rows, got = [], Collector(name)
     missing = missing_points(runs.assign(lamkey=runs["lam"].astype(str)), "lamkey")
-    for lam in sorted(set(runs["lam"].dropna())):
+    lams = sorted(set(runs["lam"].dropna()))
+    for lam in lams:
         part = ok[ok["lam"] == lam]
-        rows.append({"label": f"{lam:g}", "cells": {"Accuracy": summarize(part["test_acc"]),
-                                                   "Polarity acc.": summarize(part.get("test_polarity_acc", []))},
-                     "paper": {}, "missing": missing.get(str(lam), [])})
-    return Table(f"lambda_{dataset}" if dataset else "lambda",
-                 f"PCCE penalty lambda (0 = CE){f' on {dataset.upper()}' if dataset else ''}: test accuracy in %, "
-                 "mean ± std over splits",
-                 ["Accuracy", "Polarity acc."], rows, bold_columns=["Accuracy", "Polarity acc."],
-                 label_header=("λ",), latex_headers={"Polarity acc.": stack("Polarity", "acc.")})
+        label = f"{lam:g}"
+        cells = {"Accuracy": got.cell(label, "Accuracy", part, "test_acc"),
+                 "Polarity acc.": got.cell(label, "Polarity acc.", part, "test_polarity_acc")}
+        if 0 in lams and lam != 0:
+            cells["Δ λ=0"] = got.compare(label, "0", "Accuracy")
+            got.compare(label, "0", "Polarity acc.")
+        rows.append({"label": label, "cells": cells, "paper": {}, "missing": missing.get(str(lam), [])})
+    columns = ["Accuracy", "Polarity acc."] + (["Δ λ=0"] if 0 in lams and len(lams) > 1 else [])
+    table = Table(name, f"PCCE penalty lambda (0 = CE){f' on {dataset.upper()}' if dataset else ''}: test accuracy "
+                  "in %, mean ± std over splits", columns, rows, bold_columns=["Accuracy", "Polarity acc."],
+                  label_header=("λ",), latex_headers={"Polarity acc.": stack("Polarity", "acc."),
+                                                      "Δ λ=0": stack(r"$\Delta$", r"$\lambda$=0")},
+                  ci_columns=["Accuracy", "Polarity acc."])
+    return _with_stats(table, got, ok, "Δ: accuracy at this λ minus at λ = 0 (CE)")
 
 
 def attention_truth_table(runs: pd.DataFrame) -> Table | None:
@@ -188,22 +245,37 @@ def attention_truth_table(runs: pd.DataFrame) -> Table | None:
     if "test_temporal_on_key" not in ok and "test_spatial_in_box" not in ok:
         return None
     cols = ["Temporal on key", "(uniform)", "Spatial in box", "(uniform) "]
-    rows = []
+    metrics = dict(zip(cols, ("test_temporal_on_key", "test_temporal_on_key_uniform", "test_spatial_in_box",
+                              "test_spatial_in_box_uniform")))
+    rows, got = [], Collector("attention_vs_truth")
     for preset in [p for p in ABLATION_ORDER + ["V", "V+A"] if p in set(ok["preset"])]:
         part = ok[ok["preset"] == preset]
         if part.get("test_temporal_on_key", pd.Series(dtype=float)).isna().all():
             continue  # no visual stream (AT): nothing to score
-        cells = {"Temporal on key": summarize(part.get("test_temporal_on_key", [])),
-                 "(uniform)": summarize(part.get("test_temporal_on_key_uniform", [])),
-                 "Spatial in box": summarize(part.get("test_spatial_in_box", [])),
-                 "(uniform) ": summarize(part.get("test_spatial_in_box_uniform", []))}
+        cells = {c: got.cell(preset, c, part, m) for c, m in metrics.items()}
         rows.append({"label": preset, "cells": cells, "paper": {}, "missing": []})
-    return Table("attention_vs_truth", "Attention against the synthetic ground truth: share (%) of temporal attention "
+    return _with_stats(Table("attention_vs_truth", "Attention against the synthetic ground truth: share (%) of temporal attention "
                  "on the key segments and of spatial attention inside the evidence box, beside uniform attention",
                  cols, rows, bold_columns=["Temporal on key", "Spatial in box"], label_header=("Attentions",),
                  latex_headers={"Temporal on key": stack("Temporal", "on key"), "(uniform)": stack("", "(uniform)"),
                                 "Spatial in box": stack("Spatial", "in box"), "(uniform) ": stack("", "(uniform)")},
-                 wide=True)
+                 wide=True), got, ok)
+
+
+def _with_stats(table: Table, got: Collector, ok: pd.DataFrame, delta_note: str | None = None) -> Table:
+    """The table's statistics, the note that says how to read its Δ column, and the sentences on what the
+    study resolves and where its variance comes from (on the first compared metric, else the first one)."""
+    table.stats = got.frame()
+    if delta_note and got.comparisons:
+        table.notes.append(f"{delta_note}; its 95 % t interval in [ ] (Markdown) or as ± its half-width (LaTeX). "
+                           f"{stats.TEST_NOTE}")
+    metrics = list(dict.fromkeys(got.samples[(r, c)][0] for r, _, c in got.comparisons)) or \
+        list(dict.fromkeys(m for m, _ in got.samples.values()))[:1]
+    for metric in metrics[:1]:
+        table.notes += [x for x in (stats.resolution_sentence(table.stats, metric, ok["split"].nunique(),
+                                                              ok["seed"].nunique()),
+                                    stats.variance_sentence(table.stats, metric)) if x]
+    return table
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -242,6 +314,23 @@ def _is_best(value, column: str, best: dict) -> bool:
     return _printed(value[0] if isinstance(value, tuple) else value) == best[column][0]
 
 
+def delta(table: Table, d: Delta) -> dict:
+    """A Δ cell's comparison from ``table.stats``; a pair the table holds the other way round (the full
+    model against the row above it) with the difference and its interval negated."""
+    f = table.stats[table.stats["kind"] == "comparison"]
+    for row, ref, sign in ((d.row, d.ref, 1), (d.ref, d.row, -1)):
+        hit = f[(f["row"] == row) & (f["ref_row"] == ref) & (f["column"] == d.column)]
+        if len(hit):
+            c = hit.iloc[0].to_dict()
+            low, high = c["diff_ci_low"] * sign + 0.0, c["diff_ci_high"] * sign + 0.0  # + 0.0: no "-0.0"
+            return {**c, "diff": c["diff"] * sign + 0.0, "diff_ci_low": min(low, high), "diff_ci_high": max(low, high)}
+    raise KeyError(f"{table.name}: no comparison of {d.row} with {d.ref} in {d.column}")
+
+
+def _interval(low: float, high: float, sep: str = ", ") -> str:
+    return "" if low != low else f"[{low:.1f}{sep}{high:.1f}]"
+
+
 def _p_text(value: float) -> str:
     """p to three decimals; below .0005 (it would print 0.000) as "<0.001"; undefined (NaN) as "–"."""
     return "–" if value != value else ("<0.001" if f"{value:.3f}" == "0.000" else f"{value:.3f}")
@@ -273,8 +362,8 @@ def _rule_notes(table: Table, std_shown: bool = True) -> list[str]:
     notes = []
     if std_shown and _single_runs(table):
         notes.append("± –: one run, no std (undefined for n = 1).")
-    if any(isinstance(r["cells"].get(c), float) and r["cells"][c] != r["cells"][c] for c in table.p_columns
-           for r in table.rows):
+    if any(isinstance(v, Delta) and delta(table, v)["p_holm"] != delta(table, v)["p_holm"]
+           for r in table.rows for v in r["cells"].values()):
         notes.append("p –: the paired t-test is undefined (fewer than 2 paired runs, or no variance in the "
                      "differences).")
     if any(isinstance(r["cells"].get(c), tuple) and 0 < r["cells"][c][2] < _full_n(table, c)
@@ -284,22 +373,49 @@ def _rule_notes(table: Table, std_shown: bool = True) -> list[str]:
     return notes
 
 
-def _cell(value, column: str, best: dict, bold, compare: float | None, is_p: bool = False) -> str:
+def _delta_markdown(c: dict) -> str:
+    """"+2.1 [0.3, 3.9] p=0.012†": the difference, its interval, the corrected p, † when significant."""
+    if c["n"] == 0:
+        return "no pairs"
+    text = " ".join(x for x in (f"{c['diff']:+.1f}", _interval(c["diff_ci_low"], c["diff_ci_high"]),
+                                f"p={_p_text(c['p_holm'])}") if x)
+    text += "†" if c["significant"] in (True,) else ""
+    return text + (f" ({c['n']} pairs, {c['unpaired']} unpaired)" if c["unpaired"] else "")
+
+
+def _cell(value, column: str, best: dict, bold, compare: float | None, ci: dict | None = None) -> str:
+    """A Markdown cell; ``ci``: the cell's statistics, to print its interval after mean ± std."""
     if value is None:
         return ""
-    if is_p:
-        return _p_text(value)
+    if isinstance(value, dict):
+        return _delta_markdown(value)
     if isinstance(value, tuple):
         mean, std, n = value
         if n == 0:
             return "missing"
         text = f"{_printed(mean)} ± {'–' if n < 2 or std != std else f'{std:.1f}'}"
+        if ci is not None and ci["ci_low"] == ci["ci_low"]:
+            text += f" {_interval(ci['ci_low'], ci['ci_high'])}"
     else:
         text = _printed(value)
     text = bold(text) if _is_best(value, column, best) else text
     if compare is not None and isinstance(value, tuple) and value[2]:
         text += f" ({value[0] - compare:+.1f})"
     return text
+
+
+def _value(table: Table, row: dict, column: str):
+    """A row's cell, a Δ cell as its comparison's numbers."""
+    value = row["cells"].get(column)
+    return delta(table, value) if isinstance(value, Delta) else value
+
+
+def _cell_stats(table: Table, row: dict, column: str) -> dict | None:
+    if column not in table.ci_columns or table.stats is None:
+        return None
+    f = table.stats
+    hit = f[(f["kind"] == "cell") & (f["row"] == label_text(row["label"])) & (f["column"] == column)]
+    return hit.iloc[0].to_dict() if len(hit) else None
 
 
 def to_markdown(table: Table, compare_paper: bool = False) -> str:
@@ -309,8 +425,8 @@ def to_markdown(table: Table, compare_paper: bool = False) -> str:
     lines = [f"**{table.caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.rows:
         label = list(r["label"]) if isinstance(r["label"], tuple) else [r["label"]]
-        cells = [_cell(r["cells"].get(c), c, best, lambda s: f"**{s}**",
-                       r["paper"].get(c) if compare_paper else None, c in table.p_columns) for c in table.columns]
+        cells = [_cell(_value(table, r, c), c, best, lambda s: f"**{s}**",
+                       r["paper"].get(c) if compare_paper else None, _cell_stats(table, r, c)) for c in table.columns]
         ns = []
         for h, cols in n_cols.items():
             n, gone = _n_text(r, cols, "–"), _row_missing(table, r, h)
@@ -318,6 +434,8 @@ def to_markdown(table: Table, compare_paper: bool = False) -> str:
         lines.append("| " + " | ".join(label + cells + ns) + " |")
     if compare_paper and any(v is not None for r in table.rows for v in r["paper"].values()):
         lines += ["", "(±x.x) after a cell: difference to the paper's number."]
+    if table.ci_columns and table.stats is not None:
+        lines += ["", f"[ ] after mean ± std: 95 % t interval of the mean ({', '.join(table.ci_columns)})."]
     lines += [""] + [f"_{n}_" for n in table.notes + _rule_notes(table)]
     return "\n".join(lines) + "\n"
 
@@ -334,19 +452,26 @@ def stack(*lines: str) -> str:
 
 def _tex(text: str) -> str:
     return (text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")
-            .replace("λ", r"$\lambda$").replace("–", "--"))
+            .replace("λ", r"$\lambda$").replace("–", "--").replace("†", r"$^\dagger$").replace("Δ", r"$\Delta$")
+            .replace("α", r"$\alpha$").replace("≥", r"$\geq$").replace("×", r"$\times$").replace("²", r"$^2$"))
 
 
 STD_STYLES = ("row", "inline", "none")
 
 
-def _tex_cell(value, column: str, best: dict, std: str, is_p: bool = False) -> tuple[str, str]:
-    """(mean text, std text) of one cell: the mean in bold when best; the std in scriptsize."""
+def _tex_cell(value, column: str, best: dict, std: str) -> tuple[str, str]:
+    """(mean text, std text) of one cell: the mean in bold when best; the std in scriptsize. A Δ cell: the
+    difference with † when significant after correction, its interval as ± half-width in scriptsize ("--": no
+    pairs)."""
     if value is None:
         return "", ""
-    if is_p:  # ".012", as papers print p; "$<$.001" below .0005; "--" undefined
-        text = _p_text(value)
-        return ("$<$.001" if text.startswith("<") else "--" if text == "–" else text.removeprefix("0")), ""
+    if isinstance(value, dict):
+        if value["n"] == 0:
+            return "--", ""
+        text = rf"{{\scriptsize{value['diff']:+.1f}}}" + (r"$^\dagger$" if value["significant"] in (True,) else "")
+        half = (value["diff_ci_high"] - value["diff_ci_low"]) / 2  # the t interval is symmetric: Δ ± half
+        spread = rf"{{\scriptsize$\pm${half:.1f}}}" if half == half and std != "none" else ""
+        return (text + spread, "") if std == "inline" else (text, spread)
     mean, sd = (value[0], value[1]) if isinstance(value, tuple) else (value, None)
     if isinstance(value, tuple) and value[2] == 0:
         return "--", ""
@@ -370,22 +495,23 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
     if std not in STD_STYLES:
         raise ValueError(f"std must be one of {STD_STYLES}, got {std!r}")
     best = _best(table)
+    columns = [c for c in table.columns if c not in table.markdown_only]
     env = "table*" if table.wide else "table"
     labels = len(table.label_header)
     n_cols = _n_columns(table)
-    header = [_tex(h) for h in table.label_header] + [table.latex_headers.get(c, _tex(c)) for c in table.columns]
+    header = [_tex(h) for h in table.label_header] + [table.latex_headers.get(c, _tex(c)) for c in columns]
     header += [table.n_latex_headers.get(h, "$n$" if h == "n" else _tex(h)) for h in n_cols]
     lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize" if table.wide else r"\small",
-             rf"\setlength{{\tabcolsep}}{{{1.5 if table.wide else 2.5}pt}}",
+             rf"\setlength{{\tabcolsep}}{{{1.3 if table.wide else 2.5}pt}}",
              f"\\caption{{{_tex(table.caption)}}}", f"\\label{{tab:{table.name}}}",
-             f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(table.columns) + len(n_cols))}}}", r"\toprule",
+             f"\\begin{{tabular}}{{{'l' * labels + 'c' * (len(columns) + len(n_cols))}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     previous = None
     for r in table.rows:
         label = [_tex(x) for x in (r["label"] if isinstance(r["label"], tuple) else (r["label"],))]
         label, previous = ([""] + label[1:] if labels > 1 and label[0] == previous else label), label[0]  # as Table 5
-        cells = [_tex_cell(r["cells"].get(c), c, best, std, c in table.p_columns) for c in table.columns]
-        ns = [_n_text(r, cols, "--").replace("cited", "--") + (r"$^\dagger$" if _row_missing(table, r, h) else "")
+        cells = [_tex_cell(_value(table, r, c), c, best, std) for c in columns]
+        ns = [_n_text(r, cols, "--").replace("cited", "--") + (r"$^\ddagger$" if _row_missing(table, r, h) else "")
               for h, cols in n_cols.items()]
         rows = [label + [m for m, _ in cells] + ns]
         if std == "row" and any(s for _, s in cells):
@@ -393,7 +519,7 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
         ref = {c: v for c, v in r["paper"].items() if v is not None} if compare_paper else {}
         if ref:
             rows.append([r"\quad\textit{paper}"] + [""] * (labels - 1)
-                        + [rf"\textit{{{ref[c]:.1f}}}" if c in ref else "" for c in table.columns] + [""] * len(n_cols))
+                        + [rf"\textit{{{ref[c]:.1f}}}" if c in ref else "" for c in columns] + [""] * len(n_cols))
         lines += [" & ".join(row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if std == "inline":  # last resort: shrink to the line, only when wider
@@ -402,7 +528,7 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
         lines[-1] += r"}\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi"
     notes = list(table.notes) + _rule_notes(table, std_shown=std != "none")
     if any(r["missing"] for r in table.rows):
-        notes.append("$^\\dagger$ some grid points failed or never ran; see the Markdown report.")
+        notes.append("$^\\ddagger$ some grid points failed or never ran; see the Markdown report.")
     if notes:
         lines.append(r"\par\smallskip{\footnotesize " + " ".join(_tex(n) for n in notes) + r"\par}")
     lines.append(rf"\end{{{env}}}")

@@ -9,7 +9,8 @@ from scipy import stats
 from analysis.report import main as report_main
 from analysis.report import write_reports
 from analysis.runs import load_runs
-from analysis.tables import ablation_table, loss_table, to_latex, to_markdown
+from analysis.tables import ablation_table, delta, loss_table, to_latex, to_markdown
+from statsmodels.stats.multitest import multipletests
 from conftest import mlflow_store
 from vaanet.losses import VE8_CLASSES
 
@@ -61,7 +62,18 @@ def test_ablation_cells_bold_pvalues_and_missing(store):
     assert vs[0] == pytest.approx(np.mean([50, 53, 52])) and vs[1] == pytest.approx(np.std([50, 53, 52], ddof=1))
     assert vs[2] == 3
     p = stats.ttest_rel([0.50, 0.53, 0.52], [0.40, 0.42, 0.41]).pvalue
-    assert table.rows[1]["cells"]["p vs previous"] == pytest.approx(p)
+    vs_at = delta(table, table.rows[1]["cells"]["Δ prev."])
+    assert vs_at["p_t"] == pytest.approx(p) and vs_at["diff"] == pytest.approx(np.mean([10, 11, 11]))
+    # the full model (2 of 3 runs) against the row above: 2 pairs, split_02 unpaired and left out
+    last = delta(table, full_delta := table.rows[4]["cells"]["Δ prev."])
+    assert last["n"] == 2 and last["unpaired"] == 1 and last["unpaired_points"] == "split_02/seed 0"
+    assert last["diff"] == pytest.approx(np.mean([55 - 53, 57 - 56])) and full_delta.ref == "VS+VCW+VT"
+    # VS+VCW+VT against the full model is that same pair, reversed: one test, not two
+    assert delta(table, table.rows[3]["cells"]["Δ full"])["diff"] == pytest.approx(-last["diff"])
+    comps = table.stats[(table.stats["kind"] == "comparison") & (table.stats["metric"] == "test_acc")]
+    defined = comps[comps["p_t"].notna()]  # an undefined test (no variance in the differences) is not corrected for
+    assert len(comps) == 7 and len(defined) < 7 and comps.loc[comps["p_t"].isna(), "p_holm"].isna().all()
+    assert defined["p_holm"].to_numpy() == pytest.approx(multipletests(defined["p_t"], method="holm")[1])
     full = table.rows[4]
     assert full["cells"]["Accuracy"][2] == 2 and full["missing"] == ["split_02/seed 0"]
     md = to_markdown(table, compare_paper=True)
@@ -77,7 +89,8 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     spec = re.search(r"\\begin\{tabular\}\{([lc]+)\}", tex).group(1)
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
-    assert len(spec) == 1 + 8 + 3 + 1
+    assert len(spec) == 1 + 8 + 3 + 1  # classes, accuracy, mean class acc., Δ (vs the row above), n
+    assert "Δ full" not in tex and r"$\Delta$ &" in tex  # Δ full: in the Markdown table (no room on the page)
     for line in [header] + body:
         assert line.endswith(r"\\") and line.count("&") == len(spec) - 1
     assert "\\caption{" in tex and "\\label{tab:table3_ve8}" in tex and tex.startswith(r"\begin{table*}")
@@ -86,7 +99,11 @@ def test_latex_is_a_well_formed_booktabs_tabular(store):
     assert " & 56.0 & " in body[full] and r"{\scriptsize$\pm$1.4}" in body[full + 1]  # std in the row below
     assert r"\textbf{54.3}" in body[full - 2] and r"\textbf{56.0}" not in tex  # 2 of 3 runs: not bold
     assert r" 56.0{\scriptsize$\pm$1.4}" in to_latex(table, std="inline")
-    assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1]
+    assert r"\pm" not in to_latex(table, std="none").split(r"\midrule")[1].split(r"\bottomrule")[0]
+    vs_at = delta(table, table.rows[1]["cells"]["Δ prev."])  # VS - AT: +10.7 points, Holm p < .05: dagger
+    assert vs_at["p_holm"] < 0.05 and "\nVS & 51.7 & 52.7" in tex and r"{\scriptsize+10.7}$^\dagger$ & 3 \\" in tex
+    assert r"{\scriptsize+1.0} & 3 \\" in tex  # VS+VCW - VS: not significant, no dagger
+    assert r"& {\scriptsize$\pm$" + f"{(vs_at['diff_ci_high'] - vs_at['diff_ci_low']) / 2:.1f}" + "} &" in tex
     paper_row = next(line for line in to_latex(table, compare_paper=True).splitlines()
                      if line.startswith(r"\quad\textit{paper}"))
     assert r"\textit{41.4}" in paper_row  # Table 3: AT's average in the paper
@@ -97,7 +114,10 @@ def test_loss_table_paired_test(store):
     assert [r["label"] for r in table.rows] == [("VS+VCW+VT", "CE"), ("VS+VCW+VT", "PCCE"),
                                                 ("VS+VCW+VT+AT", "CE"), ("VS+VCW+VT+AT", "PCCE")]
     p = stats.ttest_rel([0.53, 0.56, 0.50], [0.50, 0.52, 0.49]).pvalue
-    assert table.rows[1]["cells"]["p VE8"] == pytest.approx(p)
+    c = delta(table, table.rows[1]["cells"]["Δ VE8"])
+    assert c["p_t"] == pytest.approx(p) and c["diff"] == pytest.approx(np.mean([3, 4, 1]))
+    both = table.stats[table.stats["kind"] == "comparison"]  # the two presets' PCCE vs CE: Holm over both
+    assert len(both) == 2 and c["p_holm"] == pytest.approx(multipletests(both["p_t"], method="holm")[1][0])
     assert table.rows[1]["paper"]["VE8"] == 53.6
 
 
@@ -383,7 +403,7 @@ def test_two_experiments_of_one_study_are_never_pooled_into_a_cell(store, tmp_pa
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_tables
-    from analysis.tables import paired_p
+    from analysis.stats import sample
 
     client = MlflowClient(store)
     variant = client.create_experiment("ablation-ve8-lr1e3")
@@ -400,7 +420,8 @@ def test_two_experiments_of_one_study_are_never_pooled_into_a_cell(store, tmp_pa
     twice = pd.DataFrame({"split": ["split_00", "split_00", "split_01"], "seed": [0, 0, 0], "test_acc": [.5, .6, .7]})
     once = pd.DataFrame({"split": ["split_00", "split_01"], "seed": [0, 0], "test_acc": [.4, .3]})
     with pytest.raises(ValueError, match="split split_00 seed 0 appears twice"):
-        paired_p(twice, once)
+        sample(twice, "test_acc")
+    assert len(sample(once, "test_acc")) == 2
 
 
 # ---- silent wrong results in the paper's tables: n = 1, bold, Table 5's data sets, tiny p -----------------------
@@ -452,14 +473,14 @@ def test_bold_compares_printed_means_and_only_full_rows():
     table = lambda_table(_frame(rows))
     md = to_markdown(table)
     lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
-    assert "| **55.0 ± 0.1** | **70.0 ± 0.0** | 10 |" in lines["| 0.1"]
-    assert "| **55.0 ± 0.1** | **70.0 ± 0.0** | 10 |" in lines["| 0.5"]
+    assert "| **55.0 ± 0.1 [54.9, 55.1]** | **70.0 ± 0.0 [70.0, 70.0]** | 10 |" in lines["| 0.1"]  # no λ = 0: no Δ
+    assert "| **55.0 ± 0.1 [55.0, 55.1]** | **70.0 ± 0.0 [70.0, 70.0]** | 10 |" in lines["| 0.5"]
     # the best mean, but 1 of 10 runs finished: not bold
     assert "| 60.0 ± – | 70.0 ± – | 1 (missing: split_01/seed 0" in lines["| 1"]
     assert "_Bold: best mean as printed (ties all bold) among rows with all runs of the column (full n)" in md
     tex = to_latex(table).split(r"\midrule")[1]
     assert tex.count(r"\textbf{55.0}") == 2 and r"\textbf{60.0}" not in tex and tex.count(r"\textbf{70.0}") == 2
-    assert r"1 & 60.0 & 70.0 & 1$^\dagger$" in tex
+    assert r"1 & 60.0 & 70.0 & 1$^\ddagger$" in tex  # ‡: missing runs († marks significance)
 
 
 def test_loss_table_keys_missing_runs_by_data_set_and_counts_n_per_data_set():
@@ -480,33 +501,35 @@ def test_loss_table_keys_missing_runs_by_data_set_and_counts_n_per_data_set():
     assert [r["missing"] for r in table.rows[1:]] == [[], [], []]
     assert [ce["cells"][d][2] for d in ("VE8", "E6", "SYNTH")] == [3, 1, 2]
     md = to_markdown(table)
-    assert "| Attentions | Loss | VE8 | E6 | SYNTH | p VE8 | p E6 | p SYNTH | n VE8 | n E6 | n SYNTH |" in md
-    assert "| 51.0 ± 1.0 | 50.0 ± – | 51.5 ± 0.7 |  |  |  | 3 | 1 | 2 (missing: split_00/seed 0) |" in md
+    assert "| Attentions | Loss | VE8 | E6 | SYNTH | Δ VE8 | Δ E6 | Δ SYNTH | n VE8 | n E6 | n SYNTH |" in md
+    assert ("| 51.0 ± 1.0 [48.5, 53.5] | 50.0 ± – | 51.5 ± 0.7 [45.1, 57.9] |  |  |  | 3 | 1 | "
+            "2 (missing: split_00/seed 0) |") in md
+    # PCCE vs CE on SYNTH: split_00 of CE failed, so 2 pairs, the unpaired point said
+    assert "| +5.0 [5.0, 5.0] p=– (2 pairs, 1 unpaired) |" in md
     tex = to_latex(table)
-    assert r"VS+VCW+VT & CE & 51.0 & 50.0 & 51.5 &  &  &  & 3 & 1 & 2$^\dagger$ \\" in tex
+    assert r"VS+VCW+VT & CE & 51.0 & 50.0 & 51.5 &  &  &  & 3 & 1 & 2$^\ddagger$ \\" in tex
     assert r"$n$\\VE8" in tex and r"$n$\\SYNTH" in tex  # n of each data set in its own column
     header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
     spec = re.search(r"\\begin\{tabular\}\{([lc]+)\}", tex).group(1)
     for line in [header] + tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines():
         assert line.count("&") == len(spec) - 1
     # SYNTH's CE row (2 of 3 runs) is not bold; the full rows compete
-    assert "**51.5" not in md and "| VS+VCW+VT+AT | CE | 51.0 ± 1.0 | 50.0 ± – | 51.0 ± 1.0 |" in md
+    assert "**51.5" not in md and "| VS+VCW+VT+AT | CE | 51.0 ± 1.0 [48.5, 53.5] | 50.0 ± – | 51.0 ± 1.0" in md
 
 
 def test_tiny_p_values_print_as_below_a_thousandth():
-    """p < .0005 printed as 0.000 (Markdown) and .000 (LaTeX), which reads as p = 0."""
+    """p < .0005 printed as 0.000 would read as p = 0: the Markdown Δ cell prints "p=<0.001"."""
     rows = []
     for loss, shift in (("ce", 0.0), ("pcce", 0.05)):
         for s, noise in enumerate((0.001, -0.002, 0.0, 0.002, -0.001)):
             rows.append(dict(preset="VS+VCW+VT", loss=loss, split=f"split_{s:02d}",
                              test_acc=0.5 + shift + noise * (loss == "pcce")))
     table = loss_table(_frame(rows))
-    p = table.rows[1]["cells"]["p VE8"]
-    assert 0 < p < 0.0005
+    c = delta(table, table.rows[1]["cells"]["Δ VE8"])
+    assert 0 < c["p_holm"] < 0.0005 and c["significant"]
     md = to_markdown(table)
-    assert "| <0.001 |" in md and "0.000" not in md
-    tex = to_latex(table)
-    assert r"& $<$.001 &" in tex and ".000 " not in tex and "& <" not in tex  # "<" in text mode prints as "¡"
+    assert "| +5.0 [4.8, 5.2] p=<0.001† |" in md and "0.000" not in md
+    assert r"& {\scriptsize+5.0}$^\dagger$ & 5 \\" in to_latex(table)
 
 
 def test_a_row_whose_cells_differ_in_n_shows_the_range():
@@ -516,7 +539,7 @@ def test_a_row_whose_cells_differ_in_n_shows_the_range():
     runs = _frame([dict(lam=0.5, split=f"split_{s:02d}", test_acc=0.5 + 0.01 * s,
                         test_polarity_acc=np.nan if s == 2 else 0.7) for s in range(3)])
     table = lambda_table(runs)
-    assert "| 0.5 | **51.0 ± 1.0** | **70.0 ± 0.0** | 2–3 |" in to_markdown(table)
+    assert "| 0.5 | **51.0 ± 1.0 [48.5, 53.5]** | **70.0 ± 0.0 [70.0, 70.0]** | 2–3 |" in to_markdown(table)
     assert r"0.5 & \textbf{51.0} & \textbf{70.0} & 2--3 \\" in to_latex(table)
 
 
@@ -542,12 +565,8 @@ def test_lambda_figure_draws_no_error_bar_for_one_run(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.texts] == ["n = 1"]
 
 
-def test_an_undefined_p_prints_a_dash_with_a_note_and_only_p_columns_print_as_p():
-    """E-6's one official split gives no paired t-test: its p cell said nothing (blank, as if not computed).
-    It prints "–" with a note. A column is printed as p because the table names it a p column, not because
-    its name starts with "p"."""
-    from analysis.tables import Table
-
+def test_an_undefined_p_prints_a_dash_with_a_note():
+    """E-6's one official split gives no paired t-test: its Δ cell says so ("p=–", a note), never a blank."""
     rows = []
     for d, splits in (("ve8", 3), ("e6", 1)):
         for loss, shift in (("ce", 0.0), ("pcce", 0.05)):
@@ -556,12 +575,43 @@ def test_an_undefined_p_prints_a_dash_with_a_note_and_only_p_columns_print_as_p(
                                  test_acc=0.5 + shift + (0.01 * s * (loss == "pcce"))))
     table = loss_table(_frame(rows))
     pcce = [r for r in table.rows if r["label"] == ("VS+VCW+VT", "PCCE")][0]
-    assert pcce["cells"]["p E6"] != pcce["cells"]["p E6"] and 0 < pcce["cells"]["p VE8"] < 1
+    e6, ve8 = delta(table, pcce["cells"]["Δ E6"]), delta(table, pcce["cells"]["Δ VE8"])
+    assert e6["n"] == 1 and e6["p_holm"] != e6["p_holm"] and 0 < ve8["p_holm"] < 1
+    assert ve8["p_holm"] == ve8["p_t"]  # the only defined test of the table: nothing to correct
     md = to_markdown(table)
     line = [ln for ln in md.splitlines() if ln.startswith("| VS+VCW+VT | PCCE |")][0]
-    assert f"| {pcce['cells']['p VE8']:.3f} | – |" in line
+    assert f"+6.0 [3.5, 8.5] p={ve8['p_holm']:.3f}† | +5.0 p=– |" in line  # one pair: no interval, no p
     assert "p –: the paired t-test is undefined" in md
-    assert r"& -- & 3 & 1 \\" in to_latex(table) and "p --: the paired t-test is undefined" in to_latex(table)
-    plain = Table("t", "c", ["precision"], [{"label": "a", "cells": {"precision": (50.0, 1.0, 3)}, "paper": {},
-                                             "missing": []}])
-    assert "| a | 50.0 ± 1.0 |" in to_markdown(plain) and "p –" not in to_markdown(plain)
+    assert "p --: the paired t-test is undefined" in to_latex(table)
+
+
+def test_report_regenerates_tables_and_stats_byte_identically_from_mlflow_alone(store, tmp_path):
+    """Two reports of the same MLflow store (no run folder anywhere) are byte-identical, tables and stats files;
+    the stats file holds every cell and comparison with the issue's columns, and the paragraph names them."""
+    import pandas as pd
+
+    from analysis.stats import parent_metrics_of
+
+    outs = []
+    for k in (1, 2):
+        with pytest.warns(UserWarning, match="missing runs"):
+            write_reports(["ablation-ve8", "loss-ve8"], store, tmp_path / f"r{k}", log=lambda *_: None)
+        outs.append(tmp_path / f"r{k}")
+    files = sorted(p.name for p in outs[0].iterdir() if p.suffix in (".tex", ".md", ".csv"))
+    assert {"table3_ve8_stats.csv", "table5_stats.csv", "table3_ve8.md", "table5.tex", "statistics.md"} <= set(files)
+    for name in files:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    frame = pd.read_csv(outs[0] / "table3_ve8_stats.csv")
+    for column in ("table", "kind", "row", "ref_row", "metric", "n", "mean", "std", "ci_low", "ci_high", "diff",
+                   "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon", "p_holm", "d_z", "mdd", "splits_for_1pt"):
+        assert column in frame
+    vs = frame[(frame["kind"] == "comparison") & (frame["row"] == "VS") & (frame["metric"] == "test_acc")].iloc[0]
+    assert vs["ref_row"] == "AT" and vs["n"] == 3 and vs["diff"] == pytest.approx(np.mean([10, 11, 11]), abs=1e-5)
+    cell = frame[(frame["kind"] == "cell") & (frame["row"] == "VS") & (frame["metric"] == "test_acc")].iloc[0]
+    assert cell["mean"] == pytest.approx(np.mean([50, 53, 52]), abs=1e-4) and cell["n"] == 3
+    assert len(frame[frame["kind"] == "cell"]) == 5 * 10  # 5 presets x (8 classes, accuracy, mean class acc.)
+    text = (outs[0] / "statistics.md").read_text()
+    assert "Holm–Bonferroni" in text and "In table3_ve8, " in text and "In table5, " in text
+    metrics = parent_metrics_of(outs[0])  # what the study's parent run logs
+    assert metrics["diff/table3_ve8/test_acc/VS vs AT"] == pytest.approx(vs["diff"])
+    assert "p_holm/table5/test_acc/VS-VCW-VT / PCCE vs VS-VCW-VT / CE" in metrics

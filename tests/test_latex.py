@@ -19,7 +19,9 @@ DOCUMENTS = {"article": r"\documentclass{article}", "twocolumn": r"\documentclas
 
 
 def all_studies() -> pd.DataFrame:
-    """Runs of every study with wide-spread values (two-digit stds, n = 12), one failed run: the widest cells."""
+    """Runs of every study with wide-spread values (two-digit stds, n = 12), one failed run: the widest cells.
+    Each row's runs are shifted by its own pattern, so its differences to other rows have two-digit negative
+    intervals ("[-12.3,-10.4]") in the Δ columns."""
     rows, acc = [], (0.12, 0.99, 0.35) * 4  # mean 48.7, std 40.9: "48.7±40.9"; n two digits
     for dataset, classes in (("ve8", VE8_CLASSES), ("e6", E6_CLASSES), ("synth", VE8_CLASSES)):
         for study, presets, losses in (
@@ -30,6 +32,7 @@ def all_studies() -> pd.DataFrame:
             for preset in presets:
                 for loss, lam in losses:
                     for split, a in enumerate(acc):
+                        a = a - 0.004 * ((split * 7 + len(rows) // 12 * 3) % 11) * (len(rows) // 12 % 4)
                         row = dict(run_id=f"{len(rows)}", status="FINISHED", study=study, dataset=dataset,
                                    preset=preset, loss=loss, lam=lam, split=f"split_{split:02d}", seed=0.0,
                                    test_acc=a, test_mean_class_acc=a, test_polarity_acc=a,
@@ -107,7 +110,7 @@ def test_table5_names_each_attention_set_once():
 
 def single_runs_and_tiny_p() -> pd.DataFrame:
     """The paper's E-6 protocol (one official split: n = 1, no std) beside VE-8 runs whose PCCE-CE paired test
-    gives p < .0005 (printed "$<$.001"), plus a row with fewer runs (the bold-rule note)."""
+    is significant after correction (a dagger on the Δ), plus a row with fewer runs (the bold-rule note)."""
     runs = all_studies()
     runs = runs[(runs["dataset"] != "e6") | (runs["split"] == "split_00")].copy()
     runs.loc[runs["dataset"] == "e6", "split"] = "official"
@@ -123,7 +126,7 @@ def test_single_runs_and_tiny_p_compile_and_fit(document, std, tmp_path):
     tables = build_tables(single_runs_and_tiny_p())
     tex = {f"{t.name}_{paper}": to_latex(t, compare_paper=paper == "paper", std=std)
            for t in tables for paper in ("paper", "plain")}
-    assert "$<$.001" in tex["table5_plain"] and (r"{\scriptsize$\pm$--}" in tex["table4_e6_plain"]) == (std != "none")
+    assert "}$^\\dagger$" in tex["table5_plain"].split(r"\bottomrule")[0] and (r"{\scriptsize$\pm$--}" in tex["table4_e6_plain"]) == (std != "none")
     packages = "booktabs,graphicx" if std == "inline" else "booktabs"
     too_wide = {name: lines for name, lines in overfull(tex, document, tmp_path, packages).items() if lines}
     assert not too_wide, too_wide
