@@ -571,8 +571,20 @@ def _start_ray(args) -> None:
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
     local = {} if address else {"include_dashboard": bool(getattr(args, "ray_dashboard", False))}
-    init_ray(address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
-             runtime_env={"env_vars": env} if env else None, **local)
+    import signal
+
+    # A local Ray's processes (GCS, raylet, and through it the trials' workers) start with SIGTERM blocked, as
+    # Ray starts them with SIGINT blocked: a SIGTERM to the whole job (scancel, systemd, kill -TERM -PGID) then
+    # reaches only this driver, which stops the trials as on Ctrl-C (each checkpoints and ends KILLED) and
+    # shuts Ray down itself. Without it the GCS would die at once and leave every run RUNNING.
+    shield = {signal.SIGTERM} if not address and hasattr(signal, "pthread_sigmask") else set()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, shield) if shield else None
+    try:
+        init_ray(address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
+                 runtime_env={"env_vars": env} if env else None, **local)
+    finally:
+        if shield:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     sigterm_as_ctrl_c()  # ray.init replaced it with an immediate exit
 
 
