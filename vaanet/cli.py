@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .signals import exit_code, sigterm_as_ctrl_c
+
 
 def _synth(a):
     from .data.synth import SynthConfig, generate
@@ -27,9 +29,9 @@ def _prepare(a):
     except NothingPrepared as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # prepare stopped its workers and wrote the index of what is done
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: prepare stopped its workers and wrote the index of what is done
         print(f"interrupted: {a.out} is consistent; run the same command again to resume", file=sys.stderr)
-        return 130
+        return exit_code()
 
 
 def _splits(a):
@@ -51,14 +53,20 @@ def _train(a):
         print(f"note: {a.config} is a study trial's config; its study tags ({dropped}) are dropped, so that this "
               "run is a run of its own and does not replace that trial in the study's tables", flush=True)
         cfg = without_study_tags(cfg)
-    if a.no_ray:
-        from .train import fit_local
+    try:
+        if a.no_ray:
+            from .train import fit_local
 
-        final = fit_local(cfg)
-    else:
-        from .train.ray_train import fit_with_ray
+            final = fit_local(cfg)
+        else:
+            from .train.ray_train import fit_with_ray
 
-        result = fit_with_ray(cfg, workers=a.workers, gpus=a.gpus, address=a.address)
+            result = fit_with_ray(cfg, workers=a.workers, gpus=a.gpus, address=a.address)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run wrote its last finished epoch and ended KILLED
+        print("\ninterrupted: the run's last finished epoch is checkpointed; run the same command again to resume",
+              file=sys.stderr)
+        return exit_code()
+    if not a.no_ray:
         if result.error:
             print(f"error: training failed: {result.error}", file=sys.stderr)
             return 1
@@ -170,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    sigterm_as_ctrl_c()  # SIGTERM (scancel, docker stop, ...) stops train and prepare as Ctrl-C does, exit 143
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -445,9 +445,10 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
-    """Workers ignore Ctrl-C (the parent stops them and writes the index) and die with the parent,
-    also on kill -9, instead of decoding on as orphans."""
+    """Workers ignore Ctrl-C and SIGTERM, which reach the whole process group (the parent stops them and
+    writes the index), and die with the parent, also on kill -9, instead of decoding on as orphans."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
 

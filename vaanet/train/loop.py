@@ -102,13 +102,17 @@ class LocalSession:
     def checkpoint(self):
         yield latest_checkpoint(self.root.parent)
 
+    def store(self, folder: Path) -> None:
+        """Make ``folder`` the run's latest checkpoint, ``<run>/checkpoints/last``."""
+        tmp = self.root / ".last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(self.root / "last", ignore_errors=True)
+        tmp.rename(self.root / "last")
+
     def report(self, metrics: dict, folder: Path | None, done: bool = False) -> None:
         if folder is not None:
-            tmp = self.root / ".last.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(folder, tmp)
-            shutil.rmtree(self.root / "last", ignore_errors=True)
-            tmp.rename(self.root / "last")
+            self.store(folder)
         if self.on_report is not None:
             self.on_report(metrics, done)
         if not done:  # after the final report the run is FINISHED: nothing to stop
@@ -392,11 +396,15 @@ def train_fn(config: dict) -> dict:
     tracker.running()  # a resumed run trains again: RUNNING until it ends
     if cfg.run.system_metrics if cfg.run.system_metrics is not None else cuda:
         tracker.start_system_metrics()
+    reached: dict = {}  # the state of the last finished epoch, and whether a checkpoint holds it already
     try:
         return _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device,
-                               amp, start_epoch, history, best, best_weights, tracker, out_dir, log)
-    except KeyboardInterrupt:  # also Stopped
-        tracker.finish("KILLED")  # a rerun continues this MLflow run from the last checkpoint
+                               amp, start_epoch, history, best, best_weights, tracker, out_dir, log, reached)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (vaanet.signals) or Stopped: nothing finished is lost
+        if reached and not reached["saved"] and session.rank == 0:
+            _save_reached(session, reached["state"], out_dir, log)
+        if not reached.get("finished"):  # after the test results the run stays FINISHED
+            tracker.finish("KILLED")  # a rerun continues this MLflow run from that checkpoint
         raise
     except BaseException:
         tracker.finish("FAILED")  # a retry or a rerun continues this MLflow run from the last checkpoint
@@ -404,7 +412,10 @@ def train_fn(config: dict) -> dict:
 
 
 def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sampler, accumulate, device, amp,
-                    start_epoch, history, best, best_weights, tracker, out_dir, log):
+                    start_epoch, history, best, best_weights, tracker, out_dir, log, reached: dict):
+    """Train from ``start_epoch``, then test. ``reached`` always holds the resumable state of the last epoch
+    whose metrics and selected weights are recorded (``state``), and whether a checkpoint holds it (``saved``):
+    an interrupted run writes it then (:func:`train_fn`), so that only the interrupted epoch is redone."""
     rank, world, classes = session.rank, session.world_size, cfg.data.classes
     for epoch in range(start_epoch, cfg.optim.epochs):
         t0 = time.time()
@@ -452,9 +463,10 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
 
             dist.all_reduce(stats)
         is_best = val["acc"] > best["val_acc"]
+        weights = _state_dict(model)
         if is_best:
             best = {"epoch": epoch, "val_acc": val["acc"]}
-            best_weights = _state_dict(model)
+            best_weights = weights
         # epochs are counted from 1 everywhere a user sees them (console, MLflow steps, best_epoch)
         metrics = dict(epoch=epoch + 1, train_loss=float(stats[0] / stats[2]), train_acc=float(stats[1] / stats[2]),
                        val_loss=val_loss, val_acc=val["acc"], val_mean_class_acc=val["mean_class_acc"],
@@ -466,8 +478,10 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
             _save_best(out_dir, cfg, best, best_weights)
         # every N-th epoch; after the last one the final checkpoint (with the test results) follows at once
         due = (epoch + 1) % cfg.run.checkpoint_every == 0 and epoch < cfg.optim.epochs - 1
-        _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics,
-                               None, due)
+        state = _resume_state(weights, optimizer, epoch, history, best, cfg, tracker, None)
+        reached.update(state=state, saved=False)  # one assignment each: an interrupt sees the old or the new
+        _checkpoint_and_report(session, state, best, out_dir, metrics, None, due)
+        reached["saved"] = due
 
     # ---- test: the selected model, once ----
     m = model.module if hasattr(model, "module") else model
@@ -493,10 +507,13 @@ def _train_and_test(cfg, session, model, optimizer, criterion, loaders, train_sa
             f"{test['mean_class_acc']:.3f}  polarity {test['polarity_acc']:.3f}"
             + "".join(f"  {k} {v:.3f}" for k, v in attn.items() if not k.startswith("temporal_attention_seg")), flush=True)
         tracker.finish("FINISHED")
+    # the final checkpoint holds the last epoch's weights; the selected ones travel as best_model.pt beside state.pt
+    state = _resume_state(last_weights, optimizer, cfg.optim.epochs - 1, history, best, cfg, tracker, final)
+    reached.update(state=state, saved=False, finished=True)
     hold("final")
-    m.load_state_dict(last_weights)  # the selected weights travel as best_model.pt beside state.pt
-    _checkpoint_and_report(session, model, optimizer, cfg.optim.epochs - 1, history, best, tracker, cfg, out_dir,
-                           {**final, "val_acc": best["val_acc"]}, final, True)
+    m.load_state_dict(last_weights)
+    _checkpoint_and_report(session, state, best, out_dir, {**final, "val_acc": best["val_acc"]}, final, True)
+    reached["saved"] = True
     return final
 
 
@@ -533,9 +550,39 @@ def _load_best(out_dir: Path, epoch: int) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def _checkpoint_and_report(session, model, optimizer, epoch, history, best, tracker, cfg, out_dir, metrics, final,
-                           due: bool):
-    """Report the epoch's metrics (every epoch, for Tune's schedulers); with a checkpoint when ``due``."""
+def _copy(value):
+    """A detached CPU copy of a (nested) state: the optimizer's own state dict holds its live tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def _resume_state(weights: dict, optimizer, epoch: int, history: list, best: dict, cfg: Config, tracker,
+                  final: dict | None) -> dict:
+    """What ``state.pt`` holds after ``epoch``: a copy, unchanged by the training that goes on (the model's
+    and optimizer's tensors are copied to CPU memory once per epoch: ~3x the weights)."""
+    return {"model": weights, "optimizer": _copy(optimizer.state_dict()), "epoch": epoch, "history": list(history),
+            "best": dict(best), "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
+            "mlflow_run_id": tracker.run_id, "test": final}
+
+
+def _save_reached(session, state: dict, out_dir: Path, log) -> None:
+    """On an interrupt: the checkpoint of the last finished epoch (or, after the test, the final one), as
+    ``<run>/checkpoints/last``, which a rerun resumes from whichever way it runs (see :func:`latest_checkpoint`)."""
+    with tempfile.TemporaryDirectory(prefix="vaanet-ckpt-") as tmp:
+        torch.save(state, Path(tmp) / STATE)
+        if state["test"] is not None:
+            shutil.copy(out_dir / BEST, Path(tmp) / BEST)
+        LocalSession(out_dir).store(Path(tmp))
+    log(f"interrupted: checkpoint of epoch {state['epoch'] + 1} written; a rerun resumes from it", flush=True)
+
+
+def _checkpoint_and_report(session, state: dict, best: dict, out_dir: Path, metrics: dict, final, due: bool):
+    """Report the epoch's metrics (every epoch, for Tune's schedulers); with a checkpoint of ``state`` when ``due``."""
     if not due:
         session.report(metrics, None)
         return
@@ -543,9 +590,7 @@ def _checkpoint_and_report(session, model, optimizer, epoch, history, best, trac
         folder = None
         if session.rank == 0:
             folder = Path(tmp)
-            torch.save({"model": _state_dict(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
-                        "mlflow_run_id": tracker.run_id, "test": final}, folder / STATE)
+            torch.save(state, folder / STATE)
             if final is not None:  # the selected model travels with the last checkpoint too
                 shutil.copy(out_dir / BEST, folder / BEST)
         session.report(metrics, folder, done=final is not None)

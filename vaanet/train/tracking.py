@@ -168,18 +168,19 @@ class Tracker:
     def resume_at(self, step: int) -> None:
         """Resuming after ``step``: forget the local metric lines after it (epochs logged, then killed before
         their checkpoint), and never send MLflow a second value for a step it already has (the resumed
-        run recomputes those epochs; with deterministic training, to the same values)."""
+        run recomputes those epochs; with deterministic training, to the same values). That includes the
+        test results at ``step`` itself: a run interrupted after the last epoch's checkpoint tests again."""
         path = self.out_dir / "metrics.jsonl"
         if not (self.enabled and path.is_file()):
             return
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         path.write_text("".join(json.dumps(d) + "\n" for d in lines if (d.get("step") or 0) <= step))
-        keys = {k for d in lines if (d.get("step") or 0) > step for k in d if k != "step"}
+        keys = {k for d in lines if (d.get("step") or 0) >= step for k in d if k != "step"}
         if keys and self.active:
             try:
                 for key in keys:
                     self.logged |= {(key, m.step): m.value for m in self.client.get_metric_history(self.run_id, key)
-                                    if m.step > step}
+                                    if m.step >= step}
             except Exception as e:  # noqa: BLE001
                 self._lose(e)
 

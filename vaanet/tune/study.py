@@ -36,6 +36,7 @@ from ..train.ray_cluster import init_ray
 from ..train.ray_train import make_trainer, resolve_paths
 from ..train.tracking import check_reachable, ensure_experiment, git_commit, replay_pending, run_id_of
 from ..faults import hold
+from ..signals import exit_code, sigterm_as_ctrl_c, terminated
 from .progress import StudyProgress
 from .trial import ERROR_FILE, first_line, trainable
 
@@ -537,6 +538,7 @@ def _ui_link(uri: str, experiment: str, parent: str) -> str:
 def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None) -> None:
     """Entry point of the experiment scripts: exit 1 when any trial failed or is missing, 2 (one line,
     no traceback) when the request itself is wrong."""
+    sigterm_as_ctrl_c()  # SIGTERM (scancel, preemption, docker stop) stops the study as Ctrl-C does, exit 143
     args = (parser or study_parser(description)).parse_args()
     try:
         frame = run_study(study, args)
@@ -546,7 +548,9 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept; rerun the same command with --resume to continue",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exit_code())
+    if terminated():  # stopped by SIGTERM while the trials ran: Tune stopped them, the tables say what is done
+        sys.exit(exit_code())
     sys.exit(int((~frame["status"].isin(DONE)).any() or not frame.attrs.get("reported", True)))
 
 
@@ -567,8 +571,21 @@ def _start_ray(args) -> None:
     # credentials taken from --mlflow-uri travel in the workers' environment, never in a file
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
     local = {} if address else {"include_dashboard": bool(getattr(args, "ray_dashboard", False))}
-    init_ray(address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
-             runtime_env={"env_vars": env} if env else None, **local)
+    import signal
+
+    # A local Ray's processes (GCS, raylet, and through it the trials' workers) start with SIGTERM blocked, as
+    # Ray starts them with SIGINT blocked: a SIGTERM to the whole job (scancel, systemd, kill -TERM -PGID) then
+    # reaches only this driver, which stops the trials as on Ctrl-C (each checkpoints and ends KILLED) and
+    # shuts Ray down itself. Without it the GCS would die at once and leave every run RUNNING.
+    shield = {signal.SIGTERM} if not address and hasattr(signal, "pthread_sigmask") else set()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, shield) if shield else None
+    try:
+        init_ray(address, log_to_driver=args.verbose, logging_level="WARNING" if args.verbose else "ERROR",
+                 runtime_env={"env_vars": env} if env else None, **local)
+    finally:
+        if shield:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    sigterm_as_ctrl_c()  # ray.init replaced it with an immediate exit
 
 
 def _open_while_ray_starts(args, uri: str, open_parent) -> str:
