@@ -13,10 +13,13 @@ import signal
 import threading
 
 _terminated = threading.Event()
+_graceful: list = []  # callables tried first on SIGTERM; one returning True has taken the stop in hand
 
 
 def _on_sigterm(signum, frame) -> None:
     _terminated.set()
+    if any(stop() for stop in list(_graceful)):
+        return
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):  # Tune's (sets its stop event) or Python's default_int_handler (KeyboardInterrupt)
         handler(signal.SIGINT, frame)
@@ -40,3 +43,18 @@ def exit_code() -> int:
     """The exit status of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C (as a shell reports a
     process killed by that signal)."""
     return 128 + (signal.SIGTERM if terminated() else signal.SIGINT)
+
+
+class graceful_stop:
+    """While active (a ``with`` block), a SIGTERM first calls ``stop()``; when it returns True the stop is in
+    hand (e.g. a study's trials checkpoint and end by themselves) and the Ctrl-C path is not taken now."""
+
+    def __init__(self, stop) -> None:
+        self.stop = stop
+
+    def __enter__(self):
+        _graceful.append(self.stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _graceful.remove(self.stop)

@@ -364,6 +364,33 @@ def _replay(client, run_id: str, out_dir: Path, sent: dict) -> int:
     return len(batch)
 
 
+def complete_finished_run(out_dir: str | Path, client) -> bool:
+    """A run whose folder says it finished (``final_metrics.json``) while its MLflow run is still RUNNING: the
+    process was stopped between the two (a SIGKILL, a job's time limit). Send what MLflow lacks of the epochs
+    (``metrics.jsonl``) and of the test metrics, tag the selected weights, and end it FINISHED. True when a
+    run was completed."""
+    from mlflow.entities import Metric
+
+    out_dir = Path(out_dir)
+    run_id = run_id_of(out_dir)
+    if run_id is None or not (out_dir / "final_metrics.json").is_file():
+        return False
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    _replay(client, run_id, out_dir, {})
+    lines = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()] \
+        if (out_dir / "metrics.jsonl").is_file() else []
+    step = max((line.get("step") or 0 for line in lines), default=0)
+    final = json.loads((out_dir / "final_metrics.json").read_text())
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in final.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)])
+    if (out_dir / "best_model.pt").is_file():
+        client.set_tag(run_id, "checkpoint", str(out_dir / "best_model.pt"))
+    client.set_terminated(run_id, "FINISHED")
+    return True
+
+
 def replay_pending(out_dir: str | Path, uri: str) -> bool:
     """Send what a run left in ``tracking_pending.json`` (its store was away when it ended); True when
     nothing is pending any more."""

@@ -34,11 +34,12 @@ from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_c
 from ..train.loop import RESUME_RUN_KEYS
 from ..train.ray_cluster import init_ray
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import check_reachable, ensure_experiment, git_commit, replay_pending, run_id_of
+from ..train.tracking import (check_reachable, complete_finished_run, ensure_experiment, git_commit, replay_pending,
+                              run_id_of)
 from ..faults import hold
-from ..signals import exit_code, sigterm_as_ctrl_c, terminated
+from ..signals import exit_code, graceful_stop, sigterm_as_ctrl_c, terminated
 from .progress import StudyProgress
-from .trial import ERROR_FILE, first_line, trainable
+from .trial import ERROR_FILE, STOP_FILE, first_line, trainable
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",
@@ -448,7 +449,11 @@ def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
         print(f"WARNING: MLflow did not answer; {len(pending)} trials keep unsent results in their run folders "
               f"(tracking_pending.json), re-sent by the next run of this command: {pending}", file=sys.stderr)
     for _, row in frame.iterrows():
-        if row["status"] == "ok":
+        if row["status"] == "ok":  # finished on disk; its MLflow run too, unless a kill came in between
+            try:
+                complete_finished_run(train_root / row["run.name"], client)
+            except Exception:  # noqa: BLE001 - deleted or unreachable: nothing to complete here
+                pass
             continue
         run_id = run_id_of(train_root / row["run.name"])
         try:
@@ -535,6 +540,9 @@ def _ui_link(uri: str, experiment: str, parent: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{path}"
 
 
+INTERRUPTED = "\ninterrupted: finished trials are kept; rerun the same command with --resume to continue"
+
+
 def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None) -> None:
     """Entry point of the experiment scripts: exit 1 when any trial failed or is missing, 2 (one line,
     no traceback) when the request itself is wrong."""
@@ -546,10 +554,10 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are kept; rerun the same command with --resume to continue",
-              file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(exit_code())
-    if terminated():  # stopped by SIGTERM while the trials ran: Tune stopped them, the tables say what is done
+    if terminated():  # stopped by SIGTERM while the trials ran: they stopped, the tables say what is done
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(exit_code())
     sys.exit(int((~frame["status"].isin(DONE)).any() or not frame.attrs.get("reported", True)))
 
@@ -603,6 +611,42 @@ def _open_while_ray_starts(args, uri: str, open_parent) -> str:
     return parent
 
 
+class TrialsStop:
+    """A SIGTERM while the trials run: ask them to stop by themselves (``stop_file``, which each trial polls),
+    so that each writes the checkpoint of its last finished epoch and ends KILLED, and no new one starts. Tune's
+    own stop (the Ctrl-C path) force-kills a trial's process 5 s after asking, before it could save: it is
+    taken only after ``VAANET_STOP_GRACE_S`` seconds (default 15: within SLURM's 30 s KillWait with the time
+    shutting down takes), or at a second SIGTERM."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file, self.timer = stop_file, None
+
+    def __enter__(self):
+        self.stop_file.unlink(missing_ok=True)  # an earlier stop's request
+        return self
+
+    def __call__(self) -> bool:
+        import signal
+        import threading
+
+        if self.timer is not None:  # a second SIGTERM: Tune stops the trials now
+            return False
+        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self.stop_file.touch()
+        grace = float(os.environ.get("VAANET_STOP_GRACE_S", "15"))
+        self.timer = threading.Timer(grace, signal.raise_signal, (signal.SIGINT,))
+        self.timer.daemon = True
+        self.timer.start()
+        print(f"\nSIGTERM: the running trials write their checkpoints and stop (Tune stops what is left in "
+              f"{grace:g} s)", file=sys.stderr, flush=True)
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.stop_file.unlink(missing_ok=True)
+
+
 def _stop_ray() -> None:
     """The trials are over: a local Ray goes before the report, so that an interrupted report (Ctrl-C
     reaches Ray's processes too) leaves nothing waiting on them."""
@@ -612,6 +656,7 @@ def _stop_ray() -> None:
 
     ray.shutdown()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Tune's handler outlives fit(): Ctrl-C works again
+    sigterm_as_ctrl_c()  # and ray.shutdown() leaves SIGTERM at its default (an immediate exit)
 
 
 def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
@@ -693,8 +738,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         print(f"{verb} ({len(study.grid)} rows x {len(split_files)} splits x {len(seeds)} seeds), "
               f"{base.optim.epochs} epochs each, up to {concurrent} at once", flush=True)
         progress = StudyProgress(len(points), len(points) - len(todo), concurrent, verbose=args.verbose)
-        results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
-                         f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
+        with TrialsStop(train_root / STOP_FILE) as stop, graceful_stop(stop):
+            results = _tuner(args, base, {"point": tune.grid_search(todo)}, concurrent, output,
+                             f"tune-{time.strftime('%Y%m%d-%H%M%S')}", callbacks=[progress]).fit()
         errors = {r.config["point"]["name"]: first_line(r.error) for r in results
                   if r.error is not None and r.config and "point" in r.config}
         _stop_ray()

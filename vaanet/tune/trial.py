@@ -7,7 +7,9 @@ Two shapes, one behaviour:
   trial's actor; each epoch's report becomes one Tune result, so schedulers such as ASHA see every
   epoch, and a stop from Tune (a scheduler, the study's Ctrl-C) ends the run KILLED within one batch.
   No Train controller, worker group or placement group is started per trial, and the actor is reused by
-  the next trial (``reuse_actors``): this is where most of a trial's start-up time went.
+  the next trial (``reuse_actors``): this is where most of a trial's start-up time went. A stop the study's
+  driver asks for (``<train>/.stop``, written on SIGTERM) is seen within half a second: the run writes the
+  checkpoint of its last finished epoch and ends KILLED, and trials not started yet do not start.
 - :func:`trial` (``--workers-per-trial`` > 1, DDP): a function trainable that builds a ``TorchTrainer``
   with that many workers and fits it with ``TuneReportCallback`` (Ray's Train-in-Tune pattern).
 
@@ -28,6 +30,7 @@ from ..config import Config, with_overrides
 from ..train.loop import Stopped, is_deterministic
 
 ERROR_FILE = "error.txt"  # in a run folder: why its last attempt failed for good
+STOP_FILE = ".stop"  # in a study's train folder: the driver asks its trials to checkpoint and end (SIGTERM)
 
 
 def trial_config(config: dict, trial_id: str) -> tuple[Config, Path]:
@@ -68,6 +71,10 @@ class LocalTrial(tune.Trainable):
         self.cfg, self.folder = trial_config(config, self.trial_id)
         self.reports: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
+        self.stop_file = Path(self.cfg.run.output) / STOP_FILE
+        self.thread = None
+        if self.stop_file.exists():  # the study is stopping: a trial not started yet does not start
+            return
         hooks = {"on_report": lambda metrics, done: self.reports.put(("report", metrics, done)), "stop": self.stop_event}
 
         def fit() -> None:
@@ -81,7 +88,16 @@ class LocalTrial(tune.Trainable):
         self.thread.start()
 
     def step(self) -> dict:
-        kind, value, done = self.reports.get()
+        if self.thread is None:
+            return {"done": True}
+        while True:
+            try:
+                kind, value, done = self.reports.get(timeout=0.5)
+                break
+            except queue.Empty:  # Tune's own stop cannot reach this actor while step() waits: the driver's can
+                if self.stop_file.exists():
+                    self.stop_event.set()  # the run checkpoints its last finished epoch and ends KILLED
+
         if kind == "report":
             return {**value, "done": done}
         if kind == "end":  # ended without a final report: an already finished run reran as a no-op
@@ -102,7 +118,8 @@ class LocalTrial(tune.Trainable):
 
     def cleanup(self) -> None:
         self.stop_event.set()  # a trial stopped early ends its run KILLED, within one batch
-        self.thread.join()
+        if self.thread is not None:
+            self.thread.join()
 
     def reset_config(self, new_config: dict) -> bool:  # reuse_actors: the next trial in this process
         self.cleanup()
