@@ -227,7 +227,7 @@ def test_a_synth_set_made_before_an_option_existed_is_the_same_data(synth_root, 
     from vaanet.tune.study import _stale_synth, data_digest, stored_digest
 
     settings = asdict(SynthConfig())
-    older = {k: v for k, v in settings.items() if k != "isoluminant"}  # made before that option existed
+    older = {k: v for k, v in settings.items() if k != "confuser_same"}  # made before that option existed
     demo = tmp_path / "demo"
     demo.mkdir()
     for made, stale in ((settings, False), (older, False), ({**older, "noise": 2.0}, True),
@@ -243,8 +243,8 @@ def test_a_synth_set_made_before_an_option_existed_is_the_same_data(synth_root, 
     made = ast.literal_eval((synth_root / "synth_config.txt").read_text())  # the fixture's own (non-default) settings
     (tmp_path / "synth_config.txt").write_text(repr(made) + "\n")
     now = data_digest(cache, [split], truth)
-    assert made["isoluminant"] is False
-    (tmp_path / "synth_config.txt").write_text(repr({k: v for k, v in made.items() if k != "isoluminant"}) + "\n")
+    assert made["confuser_same"] is False
+    (tmp_path / "synth_config.txt").write_text(repr({k: v for k, v in made.items() if k != "confuser_same"}) + "\n")
     assert data_digest(cache, [split], truth) == now  # the same set, its file written by an older version
     legacy = data_digest(cache, [split], truth, canonical=False)  # what that older version stored
     assert legacy != now and stored_digest({"data_digest": legacy}, cache, [split], truth, now) == now
