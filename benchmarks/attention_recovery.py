@@ -10,9 +10,8 @@ were chosen on the validation table only; the test table is a report.
     python benchmarks/attention_recovery.py --preset demo      # the demo's set and config, 5 rows
     python benchmarks/attention_recovery.py --preset spatial   # spatial attention alone (VS), where it localises
     python benchmarks/attention_recovery.py --diagnose         # scales through eq. 2-9 at initialisation
-    python benchmarks/attention_recovery.py --preset spatial --data data/synth_spatial128 --short-side 128 \
-        --set model.crop_size=112 --set model.depth=101 --set model.width=1.0 --set model.no_max_pool=false \
-        --set run.threads=8   # the paper's backbone and map (4 x 4), on a GPU
+    python benchmarks/attention_recovery.py --preset spatial --out runs/attention_recovery_paper_scale \
+        --set model.depth=101 --set model.width=1.0 --set model.no_max_pool=false   # the paper's backbone (a GPU)
 
 Presets (docs/attention.md has their tables):
 
@@ -20,7 +19,7 @@ Presets (docs/attention.md has their tables):
   (crop 48: a 3 x 3 conv5 map), rows AT, VS, VS+VCW, VS+VCW+VT, VS+VCW+VT+AT.
 * ``spatial``: the set SPATIAL_SET (issue #12's "R15": static squares in the pair colours at 0.4-0.6 of the box's
   side, one label-free confuser colour in the other segments, a per-video exposure and a brighter key segment
-  instead of the background flash) prepared at short side 110, synth_quick with crop 96 (a 6 x 6 map), width
+  instead of the background flash) prepared at short side 128, synth_quick with crop 112 (a 7 x 7 map), width
   0.125 and the saliency start of the spatial attention; row VS (spatial attention is its only attention).
 """
 from __future__ import annotations
@@ -44,8 +43,8 @@ SPATIAL_SET = dict(distractor_colours="pairs", distractor_motion=0.0, distractor
                    key_flash=0.0, exposure=(0.35, 0.9), key_exposure=1.3)
 BENCH_PRESETS = {
     "demo": dict(synth={}, short_side=56, rows=ROWS, sets=(), folder="synth"),
-    "spatial": dict(synth=SPATIAL_SET, short_side=110, rows=("VS",), folder="synth_spatial",
-                    sets=("model.crop_size=96", "model.width=0.125", "model.spatial_init=saliency")),
+    "spatial": dict(synth=SPATIAL_SET, short_side=128, rows=("VS",), folder="synth_spatial",
+                    sets=("model.crop_size=112", "model.width=0.125", "model.spatial_init=saliency")),
 }
 
 
@@ -214,8 +213,6 @@ def main(argv=None) -> dict | None:
     p.add_argument("--only-split", type=int, default=None, help="run only this split index (to shard the runs)")
     p.add_argument("--data", default=None, help="the set's folder (default data/<the preset's folder>)")
     p.add_argument("--videos-per-class", type=int, default=None, help="a smaller set (the smoke test)")
-    p.add_argument("--short-side", type=int, default=None,
-                   help="prepare the set at this short side (default: the preset's; with --data, for a larger crop)")
     p.add_argument("--out", default=None, help="runs are kept here (default runs/attention_recovery_<preset>); a "
                                                "finished run is reused")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
@@ -229,7 +226,7 @@ def main(argv=None) -> dict | None:
     if a.diagnose:
         diagnose(a.config, styles)
         return
-    preset = {**BENCH_PRESETS[a.preset], **({"short_side": a.short_side} if a.short_side else {})}
+    preset = BENCH_PRESETS[a.preset]
     rows = [s for s in a.rows.split(",") if s] if a.rows else list(preset["rows"])
     overrides = list(preset["sets"]) + a.set
     t0 = time.time()

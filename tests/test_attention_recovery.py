@@ -173,7 +173,7 @@ def tool(name):
 
 def test_attention_recovery_benchmark_runs_its_spatial_preset_at_a_tiny_size(tmp_path, capsys):
     """The benchmark's smoke test: the spatial preset's set (24 videos), prepared at its short side, one split,
-    one epoch at crop 96; it prints the run's line and both tables, and scores attention against the truth."""
+    one epoch at crop 112; it prints the run's line and both tables, and scores attention against the truth."""
     bench = tool("attention_recovery")
     results = bench.main(["--preset", "spatial", "--videos-per-class", "3", "--splits", "1", "--set", "optim.epochs=1",
                           "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
@@ -185,7 +185,7 @@ def test_attention_recovery_benchmark_runs_its_spatial_preset_at_a_tiny_size(tmp
     assert all(f"{k!r}: {v!r}" in made for k, v in bench.SPATIAL_SET.items())
     import pandas as pd
 
-    assert pd.read_csv(tmp_path / "data" / "cache" / "index.csv")["height"].min() >= 110  # short side 110
+    assert pd.read_csv(tmp_path / "data" / "cache" / "index.csv")["height"].min() >= 128  # short side 128
 
 
 # ---- the scale fix --------------------------------------------------------------------------------
