@@ -1,27 +1,26 @@
-"""Do the attentions find the planted evidence? Accuracy and attention-on-truth per style x preset.
+"""Do the attentions find the planted evidence? Accuracy and attention-on-truth per preset row, two named presets.
 
-For each attention style and ablation preset, trains the synth_quick network with ``fit_local`` (no Ray)
-on each split of the planted-evidence synthetic set and prints one row per (style, preset): test accuracy
-(mean +- std over splits), temporal attention mass on the key segments and spatial attention mass inside
-the evidence box, each as a ratio to what uniform attention gives (1.0 = chance). The attention metrics are
-read from the ground truth only at test time (vaanet.train.metrics.attention_metrics); training never
-sees it.
+For each row (an ablation preset of the model) trains the network with ``fit_local`` (no Ray) on each of 3
+splits of a planted-evidence synthetic set and prints one line per run and a table per subset: accuracy (mean
++- std over splits), temporal attention mass on the key segments and spatial attention mass inside the evidence
+box, each as a ratio to what uniform attention gives (1.0 = chance). The attention metrics are read from the
+ground truth only after training (vaanet.train.metrics.attention_metrics); training never sees it. Settings
+were chosen on the validation table only; the test table is a report.
 
-    python benchmarks/attention_recovery.py                       # paper + reference, 5 presets, 3 splits
-    python benchmarks/attention_recovery.py --diagnose            # scales through eq. 2-9 at initialisation
-    python benchmarks/attention_recovery.py --styles paper_literal,paper --presets VS+VCW+VT
-    python benchmarks/attention_recovery.py --select-on val       # the validation table (for choosing settings)
-    python benchmarks/attention_recovery.py --select-on test      # the test table (report only)
-    python benchmarks/attention_recovery.py --synth confuser=0.8 --set optim.epochs=8   # a variant set
+    python benchmarks/attention_recovery.py --preset demo      # the demo's set and config, 5 rows
+    python benchmarks/attention_recovery.py --preset spatial   # spatial attention alone (VS), where it localises
+    python benchmarks/attention_recovery.py --diagnose         # scales through eq. 2-9 at initialisation
+    python benchmarks/attention_recovery.py --preset spatial --out runs/attention_recovery_paper_scale \
+        --set model.depth=101 --set model.width=1.0 --set model.no_max_pool=false   # the paper's backbone (a GPU)
 
-Settings are chosen on the validation table only: validation accuracy of the selected model and the
-attention metrics on the validation videos (computed after training from the selected weights
-best_model.pt; the truth file is read only for these metrics, never in training). Every run records
-both; ``--select-on`` picks which table is printed (``both`` prints the two).
+Presets (docs/attention.md has their tables):
 
-Data: the demo's set (SynthConfig() defaults, prepared like the demo) under --data-root/--cache,
-generated on first use; ``--synth KEY=VALUE`` (repeatable) generates a variant of SynthConfig under
---variants-root/<name> instead.
+* ``demo``: SynthConfig() defaults prepared at short side 56 (the demo's set, data/synth), configs/synth_quick.yaml
+  (crop 48: a 3 x 3 conv5 map), rows AT, VS, VS+VCW, VS+VCW+VT, VS+VCW+VT+AT.
+* ``spatial``: the set SPATIAL_SET (issue #12's "R15": static squares in the pair colours at 0.4-0.6 of the box's
+  side, one label-free confuser colour in the other segments, a per-video exposure and a brighter key segment
+  instead of the background flash) prepared at short side 128, synth_quick with crop 112 (a 7 x 7 map), width
+  0.125 and the saliency start of the spatial attention; row VS (spatial attention is its only attention).
 """
 from __future__ import annotations
 
@@ -38,7 +37,15 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-PRESETS = ("AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT")
+ROWS = ("AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT")
+# issue #12's set R15 (docs/attention.md); every other SynthConfig field at its default
+SPATIAL_SET = dict(distractor_colours="pairs", distractor_motion=0.0, distractor_size=(0.4, 0.6), confuser_same=True,
+                   key_flash=0.0, exposure=(0.35, 0.9), key_exposure=1.3)
+BENCH_PRESETS = {
+    "demo": dict(synth={}, short_side=56, rows=ROWS, sets=(), folder="synth"),
+    "spatial": dict(synth=SPATIAL_SET, short_side=128, rows=("VS",), folder="synth_spatial",
+                    sets=("model.crop_size=112", "model.width=0.125", "model.spatial_init=saliency")),
+}
 
 
 # ---- diagnosis: scales through the attention block at initialisation ----------------------------------
@@ -109,37 +116,21 @@ def diagnose(config: str, styles, seed: int = 0, batch: int = 8) -> list[dict]:
 
 
 # ---- training runs --------------------------------------------------------------------------------------
-def ensure_data(data_root: Path, cache: Path, n_splits: int):
+def ensure_data(preset: dict, root: Path, n_splits: int, videos_per_class: int | None = None):
+    """The preset's set under root/videos, prepared at its short side into root/cache, with the study's splits
+    (made once); returns (cache, split files, truth file)."""
+    from vaanet.data.ingest import PrepareConfig, prepare
+    from vaanet.data.synth import SynthConfig, generate
     from vaanet.tune.study import ensure_data as study_data
 
-    args = SimpleNamespace(dataset="synth", data_root=str(data_root), cache=str(cache))
-    return study_data(args, n_splits)
-
-
-def synth_variant(pairs, variants_root: Path) -> tuple[Path, Path]:
-    """Generate (once) the synthetic set of SynthConfig(**pairs) under variants_root/<name>; returns
-    (data root, cache)."""
-    import ast
-    from dataclasses import fields
-
-    from vaanet.data.synth import SynthConfig, generate
-
-    types = {f.name: f.type for f in fields(SynthConfig)}
-    kw = {}
-    for pair in pairs:
-        k, v = pair.split("=", 1)
-        if k not in types:
-            raise SystemExit(f"--synth: SynthConfig has no field {k!r}")
-        try:
-            kw[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            kw[k] = v
-    name = "_".join(f"{k}={kw[k]}" for k in sorted(kw)).replace(" ", "").replace("/", "-") or "default"
-    root = variants_root / name
-    if not (root / "videos" / "synth_truth.csv").exists():
-        print(f"generating {SynthConfig(**kw)} under {root} ...", flush=True)
-        generate(root / "videos", SynthConfig(**kw), workers=1)
-    return root / "videos", root / "cache"
+    videos, cache = root / "videos", root / "cache"
+    if not (videos / "synth_truth.csv").exists():
+        cfg = SynthConfig(**preset["synth"], **({"videos_per_class": videos_per_class} if videos_per_class else {}))
+        print(f"generating {cfg} under {videos} ...", flush=True)
+        generate(videos, cfg)
+    if not (cache / "index.csv").exists():
+        prepare(videos, cache, PrepareConfig(short_side=preset["short_side"]))
+    return study_data(SimpleNamespace(dataset="synth", data_root=str(videos), cache=str(cache)), n_splits)
 
 
 @torch.no_grad()
@@ -212,49 +203,49 @@ def table(results: dict, styles, presets, chance: float, subset: str = "test") -
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(BENCH_PRESETS), default="demo")
     p.add_argument("--config", default=str(REPO / "configs" / "synth_quick.yaml"))
-    p.add_argument("--styles", default="paper,reference")
-    p.add_argument("--presets", default=",".join(PRESETS))
+    p.add_argument("--styles", default="paper", help="attention styles, comma-separated (paper, reference, ...)")
+    p.add_argument("--rows", default=None, help="model presets to train (default: the preset's rows)")
     p.add_argument("--splits", type=int, default=3)
     p.add_argument("--only-split", type=int, default=None, help="run only this split index (to shard the runs)")
-    p.add_argument("--data-root", default="data/synth/videos")
-    p.add_argument("--cache", default="data/synth/cache")
-    p.add_argument("--out", default="runs/attention_recovery", help="runs are kept here; a finished run is reused")
+    p.add_argument("--data", default=None, help="the set's folder (default data/<the preset's folder>)")
+    p.add_argument("--videos-per-class", type=int, default=None, help="a smaller set (the smoke test)")
+    p.add_argument("--out", default=None, help="runs are kept here (default runs/attention_recovery_<preset>); a "
+                                               "finished run is reused")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--diagnose", action="store_true", help="only print the scales at initialisation")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs already finished")
     p.add_argument("--select-on", choices=("val", "test", "both"), default="both",
                    help="which table to print: val (for choosing settings), test (report only), both")
-    p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
-                   help="generate and use a variant of the synthetic set (SynthConfig field); repeatable")
-    p.add_argument("--variants-root", default="data/synth_variants")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     styles = [s for s in a.styles.split(",") if s]
     if a.diagnose:
         diagnose(a.config, styles)
         return
-    presets = [s for s in a.presets.split(",") if s]
-    data_root, cache = Path(a.data_root), Path(a.cache)
-    if a.synth:
-        data_root, cache = synth_variant(a.synth, Path(a.variants_root))
-    cache, splits, truth = ensure_data(data_root, cache, a.splits)
+    preset = BENCH_PRESETS[a.preset]
+    rows = [s for s in a.rows.split(",") if s] if a.rows else list(preset["rows"])
+    overrides = list(preset["sets"]) + a.set
+    t0 = time.time()
+    cache, splits, truth = ensure_data(preset, Path(a.data or f"data/{preset['folder']}"), a.splits,
+                                       a.videos_per_class)
+    print(f"[{time.time() - t0:6.0f} s] data ready: {cache}", flush=True)
     if a.only_split is not None:
         splits = [splits[a.only_split]]
-    out = Path(a.out).resolve()
+    out = Path(a.out or f"runs/attention_recovery_{a.preset}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    t0 = time.time()
     for style in styles:
-        for preset in presets:
+        for row in rows:
             for split in splits:
-                r = run_one(a.config, style, preset, cache, split, truth, out, a.set, a.table_only)
+                r = run_one(a.config, style, row, cache, split, truth, out, overrides, a.table_only)
                 if r is None:
                     continue
-                results.setdefault((style, preset), []).append(r)
-                line = f"[{time.time() - t0:6.0f} s] {style:<14} {preset:<13} {split.stem}:"
+                results.setdefault((style, row), []).append(r)
+                line = f"[{time.time() - t0:6.0f} s] {style:<14} {row:<13} {split.stem}:"
                 for subset in (("val", "test") if a.select_on == "both" else (a.select_on,)):
                     if f"{subset}_acc" in r:
                         line += (f" {subset} acc {r[f'{subset}_acc']:.3f} temporal/uniform "
@@ -263,11 +254,13 @@ def main(argv=None) -> None:
                 print(line + f" ({r['seconds']:.0f} s, best epoch {r.get('best_epoch')})", flush=True)
     from vaanet.config import load_config
 
-    chance = 1.0 / load_config(a.config).model.num_classes
+    chance = 1.0 / load_config(a.config, overrides).model.num_classes
     for subset in (("val", "test") if a.select_on == "both" else (a.select_on,)):
         print()
-        print(f"{subset} ({'settings are chosen on this table' if subset == 'val' else 'report only; not used to choose'}):")
-        print(table(results, styles, presets, chance, subset))
+        print(f"preset {a.preset}, {subset} ({'settings are chosen on this table' if subset == 'val' else 'report only; not used to choose'}):")
+        print(table(results, styles, rows, chance, subset))
+    print(f"\n{a.preset}: {time.time() - t0:.0f} s in all (data included)")
+    return results
 
 
 if __name__ == "__main__":

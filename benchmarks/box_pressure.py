@@ -9,10 +9,11 @@ Negative: more mass on the box would lower the loss; positive: the loss pushes t
 through the pooled content remains (A^T reads the spatially attended features, eq. 7-8, so the spatial
 attention also steers the temporal weights).
 
-Diagnosis only (issue #12, docs/attention.md "round 4"); reads the truth after training, like the benchmark.
+Diagnosis (docs/attention.md, "Channel attention pulls the spatial map off the box"); reads the truth after training,
+like the benchmark; runs in tests/test_attention_recovery.py.
 
-    python benchmarks/box_pressure.py --cache data/synth/cache --truth data/synth/videos/synth_truth.csv \\
-        runs/attention_recovery/runs/paper_VS_split_00 [--init] [--detach-temporal]
+    python benchmarks/box_pressure.py --cache data/synth_spatial/cache --truth data/synth_spatial/videos/synth_truth.csv \\
+        runs/attention_recovery_spatial/runs/paper_VS_split_00 [--init] [--detach-temporal]
 """
 from __future__ import annotations
 

@@ -208,13 +208,40 @@ def test_audio_width_scales_the_audio_stream(tmp_path):
 
 
 def test_attention_initialisation_options_are_checked():
-    """The temporal inhibition/rate exist in the paper styles only: with the reference style the model is
-    built and recorded without them, and a warning says so (never a value recorded that had no effect)."""
+    """The temporal inhibition exists in the paper styles only: with the reference style the model is
+    built and recorded without it, and a warning says so (never a value recorded that had no effect)."""
     with pytest.warns(UserWarning, match="temporal_inhibition=0.75: the paper styles"):
         cfg = ModelConfig(attention_style="reference", temporal_inhibition=0.75)
     assert cfg.temporal_inhibition == 0.0
     with pytest.raises(ValueError, match=r"temporal_inhibition must be in \[0, 1\)"):
         ModelConfig(temporal_inhibition=1.0)
-    with pytest.raises(ValueError, match="spatial_rate must be > 0"):
-        ModelConfig(spatial_rate=0)
-    ModelConfig(attention_style="reference", spatial_rate=2.0)  # the spatial rate applies to every style
+
+
+def test_removed_model_keys_load_at_their_old_default_and_are_refused_otherwise(tmp_path, tiny_model_kwargs):
+    """A config file or checkpoint naming a key removed after vaanet 0.1.0 loads when the key is at its old
+    default (one note), and is refused at any other value, naming the key and the last version that had it."""
+    import warnings
+
+    import yaml
+
+    from vaanet.config import LAST_VERSION, REMOVED_KEYS, Config, load_config
+
+    removed = REMOVED_KEYS["model."]
+    assert "0.1.0" in LAST_VERSION
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"model": {"preset": "VS", **removed}}))
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        cfg = load_config(path)
+    assert len(notes) == 1 and all(f"model.{k}" in str(notes[0].message) for k in removed), notes
+    assert cfg.model == load_config(None, ["model.preset=VS"]).model
+    old_checkpoint = Config().to_dict()  # what a 0.1.0 checkpoint holds under "config"
+    old_checkpoint["model"].update(removed)
+    with pytest.warns(UserWarning, match="removed after vaanet 0.1.0"):
+        assert Config.from_dict(old_checkpoint) == Config()
+    for key, default in removed.items():
+        other = "other" if isinstance(default, str) else default + 0.5
+        with pytest.raises(ValueError, match=rf"model.{key}=.*removed.*{LAST_VERSION.replace('(', '.').replace(')', '.')}"):
+            load_config(None, [f"model.{key}={other}"])
+        with pytest.raises(ValueError, match=f"model.{key}"):
+            Config.from_dict({**old_checkpoint, "model": {**old_checkpoint["model"], key: other}})

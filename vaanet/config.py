@@ -215,9 +215,35 @@ def _coerce(tp, value, where):
     return value
 
 
+# Keys removed after vaanet 0.1.0 (commit 6ee84a4), with the value that was their default (issue #27: research
+# options of issue #12 that no config, preset or documented benchmark uses). A config file or checkpoint naming one
+# at that value loads (the model it describes is the same), with one note; at any other value it is refused.
+REMOVED_KEYS = {"model.": {"spatial_rate": 1.0, "temporal_rate": 1.0, "audio_temporal_inhibition": 0.0,
+                           "channel_init": "random"}}
+LAST_VERSION = "vaanet 0.1.0 (commit 6ee84a4)"
+
+
+def _drop_removed(d: dict, prefix: str) -> dict:
+    removed = {k: v for k, v in d.items() if k in REMOVED_KEYS.get(prefix, {})}
+    if not removed:
+        return d
+    changed = [f"{prefix}{k}={v!r}" for k, v in removed.items() if v != REMOVED_KEYS[prefix][k]
+               or isinstance(v, bool) or type(v) not in (type(REMOVED_KEYS[prefix][k]), int)]
+    if changed:
+        raise ValueError(f"{', '.join(changed)}: this option was removed (the last version that had it: "
+                         f"{LAST_VERSION}); only its old default "
+                         f"({', '.join(f'{k}={REMOVED_KEYS[prefix][k]!r}' for k in removed)}) is accepted, as a no-op")
+    import warnings
+
+    warnings.warn(f"{', '.join(f'{prefix}{k}' for k in removed)}: removed after {LAST_VERSION}; given at the old "
+                  "default, which is what this version does, so ignored", stacklevel=4)
+    return {k: v for k, v in d.items() if k not in removed}
+
+
 def _build(cls, d, prefix: str):
     if not isinstance(d, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {d!r}")
+    d = _drop_removed(d, prefix)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)

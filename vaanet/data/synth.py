@@ -16,21 +16,12 @@ can be read only from planted evidence, and uniform pooling dilutes that evidenc
 * Key segments are marked by a cue that carries no class information (the background brightens by
   ``key_flash``; with ``confuser < 1`` the patch is also at full strength only there), so temporal
   attention can find them without knowing the class.
-* Optional (off by default; measured in docs/attention.md, not adopted): ``distractor_colours="pairs"``
-  draws the moving squares in random pair colours, ``distractor_motion=0`` makes them static (placed clear of
-  the box: with pair colours, the box is then told from them by its place only), ``box_ring`` draws a label-free dark ring around the
-  box, ``ring_flash`` brightens that ring in the key segments (a key cue inside the box),
-  ``confuser_tint`` tints the other segments' background towards a random pair colour,
-  ``tint_key_segments`` tints the key segments' background too; ``background`` sets the range each video's
-  grey is drawn from (wide, with a small ``key_flash``, a single segment no longer tells whether it is key);
-  ``segment_flash`` brightens the other segments by a random level below ``key_flash`` (the key segment is the
-  brightest of its video: a relative cue), ``flash_all`` brightens the box and the squares with their segment,
-  ``offset`` shifts each video's whole frame; ``confuser_same`` shows one label-free confuser colour in all other
-  segments (the key colour is then outvoted 1 to 3 under uniform temporal pooling); ``distractor_size`` sets the
-  squares' side as a share of the box's; ``exposure_on="objects"`` puts the video's gain on the box and the
-  squares only, and the key segments' ``key_exposure`` on the box only; ``isoluminant`` gives the pair colours one
-  luma. Issue #12's rounds 6 and 7
-  (docs/attention.md) measure them.
+* Optional (off by default; the set of ``benchmarks/attention_recovery.py --preset spatial``, docs/attention.md):
+  ``distractor_colours="pairs"`` draws the moving squares in random pair colours, ``distractor_motion=0`` makes
+  them static (placed clear of the box), ``distractor_size`` sets the squares' side as a share of the box's,
+  ``confuser_same`` shows one label-free confuser colour in all other segments, ``exposure`` scales each video's
+  whole frame by a gain drawn from a range and ``key_exposure`` the key segments by a further factor (a key cue
+  relative to the video's own brightness).
 * Audio decides within the pair: during the key segments the soundtrack carries a low or a high tone
   (first or second class of the pair, ``TONES``) in noise. Audio alone names only which half of the
   classes (at most 2/C accuracy, above chance 1/C); with the visual evidence it names the class.
@@ -76,27 +67,12 @@ class SynthConfig:
     distractor_colours: str = "between"  # "between": a second, less saturated palette; "pairs": random pair colours
     distractor_motion: float = 1.0  # the squares' speed x this; 0: static squares, placed clear of the box
     distractor_size: tuple[float, float] = (0.7, 1.0)  # each square's side, as a fraction of the box's, from this range
-    box_ring: int = 0  # label-free spatial cue: a dark ring this many pixels wide around the box (0 = none)
-    ring_flash: float = 0.0  # the ring brightens by this much in key segments (0-255): a key cue inside the box
     key_flash: float = 90.0  # background brightening in key segments (0-255), the label-free key cue
-    background: tuple[float, float] = (90.0, 150.0)  # each video's grey level is drawn from this range (0-255)
     exposure: tuple[float, float] = (1.0, 1.0)  # each video's whole frame x a gain drawn from this range ...
     key_exposure: float = 1.0  # ... and x this in the key segments (box and squares too: a key cue the box shows)
-    isoluminant: bool = False  # the pair colours scaled to one luma: a segment's brightness does not depend on
-    # which pair colour its box shows (so that the key segments' key_exposure is the only brightness change)
-    exposure_on: str = "frame"  # what the gains scale: "frame" (all of it) or "objects" (the box and the squares
-    # get the video's gain, and only the box the key segments' key_exposure: the key cue is then in the box only)
     confuser: float = 1.0  # other segments: a random pair colour in the box at this strength (0 = none)
     confuser_same: bool = False  # other segments all show one random pair colour (label-free: drawn from all
     # pairs): the majority colour misleads uniform temporal pooling whenever it is not the class's
-    segment_flash: float = 0.0  # other segments brighten by a level drawn per segment from [0, segment_flash): with
-    # key_flash > segment_flash the key segment is the brightest of its video, by a margin of at least the difference
-    flash_all: bool = False  # the segments' brightening covers the box and the squares too (the key cue is then also
-    # where spatial attention looks)
-    offset: tuple[float, float] = (0.0, 0.0)  # each video's whole frame (box and squares too) + a level drawn from
-    # this range (0-255): with flash_all, a single segment's brightness no longer tells whether it is key
-    confuser_tint: float = 0.0  # other segments: the background tinted towards a random pair colour by this share
-    tint_key_segments: bool = False  # confuser_tint also in the key segments (a random pair colour, label-free)
     no_audio_fraction: float = 0.0
     audio_snr_db: float = 6.0  # tone power over noise power in key segments
     noise: float = 6.0  # std of per-pixel noise (0-255 scale)
@@ -116,18 +92,11 @@ class SynthConfig:
         if not 0 < self.distractor_size[0] <= self.distractor_size[1]:
             raise ValueError(f"need 0 < distractor_size[0] <= distractor_size[1] (fractions of the box's side), got "
                              f"{self.distractor_size}")
-        if self.exposure_on not in ("frame", "objects"):
-            raise ValueError(f"exposure_on must be 'frame' or 'objects', got {self.exposure_on!r}")
-        if self.box_ring < 0:
-            raise ValueError(f"box_ring must be >= 0, got {self.box_ring}")
         if not 0 < self.exposure[0] <= self.exposure[1] or not self.key_exposure > 0:
             raise ValueError(f"need 0 < exposure[0] <= exposure[1] and key_exposure > 0, got {self.exposure}, "
                              f"{self.key_exposure}")
         if not self.distractor_motion >= 0:
             raise ValueError(f"distractor_motion must be >= 0, got {self.distractor_motion}")
-        if self.segment_flash < 0 or (self.segment_flash > 0 and self.key_flash <= self.segment_flash):
-            raise ValueError(f"need 0 <= segment_flash < key_flash so that the key segment is the brightest, got "
-                             f"segment_flash {self.segment_flash}, key_flash {self.key_flash}")
 
 
 def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -140,20 +109,12 @@ def class_pairs(classes: tuple[str, ...]) -> list[tuple[str, str]]:
     return pairs
 
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma of an RGB colour
-
-
-def palette(n: int, distractor: bool = False, isoluminant: bool = False) -> np.ndarray:
+def palette(n: int, distractor: bool = False) -> np.ndarray:
     """n well-separated saturated colours [n, 3] (0-255), one per pair; ``distractor=True`` gives the
-    label-free squares' colours: the hues half-way between, less saturated. ``isoluminant``: each colour scaled
-    to the darkest one's luma, so that only the hue tells the colours apart (not their brightness)."""
+    label-free squares' colours: the hues half-way between, less saturated."""
     hues = (np.arange(n) + (0.5 if distractor else 0.0)) / n
     sat = 0.45 if distractor else 0.9
-    colours = np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
-    if isoluminant:
-        luma = colours @ LUMA
-        colours = colours * (luma.min() / luma)[:, None]
-    return colours
+    return np.array([[255 * v for v in colorsys.hsv_to_rgb(h, sat, 0.95)] for h in hues], np.float32)
 
 
 def class_code(name: str, classes: tuple[str, ...]) -> tuple[int, int]:
@@ -168,9 +129,8 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     """The video's frames [n_frames, height, width, 3] (uint8): class pair ``pair``, key segments ``keys``, the
     evidence box ``box`` = (x0, y0, side) in pixels; everything else as ``cfg`` says."""
     x0, y0, side = box
-    motion, confuser, segment_flash, ring = cfg.distractor_motion, cfg.confuser, cfg.segment_flash, cfg.box_ring
-    tint, exposure, offset = cfg.confuser_tint, tuple(cfg.exposure), tuple(cfg.offset)
-    base = rng.uniform(*cfg.background) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
+    motion, confuser, exposure = cfg.distractor_motion, cfg.confuser, tuple(cfg.exposure)
+    base = rng.uniform(90.0, 150.0) + rng.uniform(-10, 10, 3).astype(np.float32)  # greyish, lightly tinted
     background = np.zeros((height, width, 3), np.float32) + base
     others = palette(len(colours), distractor=True) if cfg.distractor_colours == "between" else colours
     squares = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-2, 2), rng.uniform(-2, 2),
@@ -200,35 +160,17 @@ def _render(rng, cfg: SynthConfig, colours, pair, n_frames, width, height, seg_o
     for s in (s for s in range(n_seg) if s not in keys):  # a draw per other segment, in order, unless confuser_same
         c = same if same is not None else int(rng.integers(len(colours)))
         patch_colour[s] = confuser * colours[c] + (1 - confuser) * grey
-    # each segment's brightening: key_flash in the key segments, [0, segment_flash) in the others
-    seg_flash = {s: cfg.key_flash if s in keys else (float(rng.uniform(0, segment_flash)) if segment_flash else 0.0)
-                 for s in range(n_seg)}
-    # other segments: the background tinted towards a random pair colour (label-free, drawn after the box's)
-    tints = {s: (tint * (colours[int(rng.integers(len(colours)))] - grey)
-                 if tint and (cfg.tint_key_segments or s not in keys)
-                 else 0.0)
-             for s in range(n_seg)}
     # the whole frame's gain: drawn only when it varies, so that the default set's draws are unchanged
     gain = float(rng.uniform(*exposure)) if exposure != (1.0, 1.0) else 1.0
-    level = float(rng.uniform(*offset)) if offset != (0.0, 0.0) else 0.0  # drawn only when used (draws unchanged)
-    objects = cfg.exposure_on == "objects"  # the gains on the box and the squares only
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for f in range(n_frames):
         s = int(seg_of_frame[f])
-        img = background + (0.0 if cfg.flash_all else seg_flash[s]) + tints[s]
+        img = background + (cfg.key_flash if s in keys else 0.0)
         for (sx, sy, vx, vy, sz, c) in squares:
             cx, cy = int(sx + vx * f) % width, int(sy + vy * f) % height
-            img[cy:cy + sz, cx:cx + sz] = c * gain if objects else c
-        if ring:
-            img[max(y0 - ring, 0):y0 + side + ring, max(x0 - ring, 0):x0 + side + ring] = \
-                10.0 + (cfg.ring_flash if s in keys else 0.0)
-        img[y0:y0 + side, x0:x0 + side] = patch_colour[s] * (gain * (cfg.key_exposure if s in keys else 1.0)
-                                                             if objects else 1.0)
-        if cfg.flash_all:
-            img += seg_flash[s]
-        if level:
-            img += level
-        if not objects and (gain != 1.0 or cfg.key_exposure != 1.0):
+            img[cy:cy + sz, cx:cx + sz] = c
+        img[y0:y0 + side, x0:x0 + side] = patch_colour[s]
+        if gain != 1.0 or cfg.key_exposure != 1.0:
             img *= gain * (cfg.key_exposure if s in keys else 1.0)
         img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
@@ -274,7 +216,7 @@ def _make_video(job: dict) -> dict:
     ci = classes.index(name)
     rng = np.random.default_rng([cfg.seed, ci, v])  # one stream per video: same files in any order
     pair, bit = class_code(name, classes)
-    colours = palette(len(class_pairs(classes)), isoluminant=cfg.isoluminant)
+    colours = palette(len(class_pairs(classes)))
     vid = f"{name.lower()}_{v:03d}"
     width, height = cfg.resolutions[int(rng.integers(len(cfg.resolutions)))]
     duration = float(cfg.duration * rng.uniform(0.8, 1.2))
@@ -339,16 +281,35 @@ def generate(root: str | Path, cfg: SynthConfig = SynthConfig(), workers: int | 
     return truth
 
 
+# Options removed after vaanet 0.1.0 (commit 6ee84a4), with the value that was their default: a set made with one of
+# them at that value is the same set as one made now (its draws never depended on it).
+REMOVED_OPTIONS = {"box_ring": 0, "ring_flash": 0.0, "background": (90.0, 150.0), "isoluminant": False,
+                   "exposure_on": "frame", "segment_flash": 0.0, "flash_all": False, "offset": (0.0, 0.0),
+                   "confuser_tint": 0.0, "tint_key_segments": False}
+
+
 def canonical_settings(text: str) -> str:
     """The text :func:`generate` writes to ``synth_config.txt`` for the settings in ``text``, a
     ``synth_config.txt`` of any vaanet version: a field that an older version did not write gets its default,
-    since options are added off by default with the default set's draws unchanged (each is tested so). A set
-    made before an option existed is the same set as one made now with the option off. Text that is not a
-    settings dict is returned as it is."""
+    since options are added off by default with the default set's draws unchanged (each is tested so); a removed
+    option (``REMOVED_OPTIONS``) at its old default is dropped, since the set's draws never depended on it (at
+    another value it stays: that set is not one this version makes). Text that is not a settings dict is
+    returned as it is."""
     try:
         made = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
     if not isinstance(made, dict):
         return text
+    made = {k: v for k, v in made.items() if not (k in REMOVED_OPTIONS and _same(v, REMOVED_OPTIONS[k]))}
     return repr({**asdict(SynthConfig()), **made}) + "\n"
+
+
+def _same(value, default) -> bool:
+    """A settings value equals an option's default (tuples and lists alike, as repr/literal_eval keep them)."""
+    if isinstance(default, tuple):
+        return isinstance(value, (tuple, list)) and len(value) == len(default) and all(
+            _same(v, d) for v, d in zip(value, default))
+    return type(value) is type(default) and value == default or (
+        isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        and value == default)

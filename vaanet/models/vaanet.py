@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from .attention import STYLES, ChannelAttention, SpatialAttention, TemporalAttention
-from .attention.channel import CHANNEL_INITS
 from .attention.spatial import SPATIAL_INITS
 from .audio import AudioResNet18
 from .pretrained import PIXEL_NORMALIZATIONS, load_audio_pretrained, load_visual_pretrained
@@ -70,11 +69,7 @@ class ModelConfig:
     attention_style: str = "paper"
     reference_channels: int = 512  # reference style: 1x1 reduction n -> this (scaled by width)
     spatial_init: str = "random"  # paper styles: W^{S2}, W^{S1} start random (nn.Linear's) or as an activation saliency (attention/spatial.py)
-    channel_init: str = "random"  # paper styles: W^{C2}, W^{C1} start random or so that A^C starts uniform (attention/channel.py)
-    spatial_rate: float = 1.0  # W^{S1}, W^{S2} stored / rate and used x rate (attention/spatial.py)
     temporal_inhibition: float = 0.0  # paper style, visual: W^{T1} starts at (I - (a / t) 1 1^T) / (1 - a) (attention/temporal.py)
-    audio_temporal_inhibition: float = 0.0  # the same for the audio temporal attention (eq. 10)
-    temporal_rate: float = 1.0  # paper style: W^{T2} = w * rate / n, w starts at 1 / rate (attention/temporal.py)
     freeze_backbone: bool = False
     # memory switches (see docs/performance.md)
     checkpoint_segments: bool = False  # recompute each segment's backbone activations in backward
@@ -92,18 +87,11 @@ class ModelConfig:
             errors.append(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
         if self.attention_style not in STYLES:
             errors.append(f"attention_style must be one of {STYLES}, got {self.attention_style!r}")
-        for name in ("temporal_inhibition", "audio_temporal_inhibition"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                errors.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.temporal_inhibition < 1.0:
+            errors.append(f"temporal_inhibition must be in [0, 1), got {self.temporal_inhibition}")
         if self.spatial_init not in SPATIAL_INITS:
             errors.append(f"spatial_init must be one of {SPATIAL_INITS}, got {self.spatial_init!r}")
-        if self.channel_init not in CHANNEL_INITS:
-            errors.append(f"channel_init must be one of {CHANNEL_INITS}, got {self.channel_init!r}")
-        for name in ("spatial_rate", "temporal_rate"):
-            if not getattr(self, name) > 0:
-                errors.append(f"{name} must be > 0, got {getattr(self, name)}")
-        neutral = {"temporal_inhibition": 0.0, "audio_temporal_inhibition": 0.0, "temporal_rate": 1.0,
-                   "spatial_init": "random", "channel_init": "random"}
+        neutral = {"temporal_inhibition": 0.0, "spatial_init": "random"}
         unused = {k: getattr(self, k) for k, v in neutral.items() if getattr(self, k) != v}
         if self.attention_style == "reference" and unused:  # the effective config is what is recorded
             import warnings
@@ -208,11 +196,11 @@ class VAANet(nn.Module):
             side = feature_size(cfg.crop_size, cfg.no_max_pool)
             self.m, self.n = side * side, n
             if cfg.spatial_attention:
-                self.spatial = SpatialAttention(n, self.m, style, cfg.spatial_rate, cfg.spatial_init)
+                self.spatial = SpatialAttention(n, self.m, style, cfg.spatial_init)
             if cfg.channel_attention:
-                self.channel = ChannelAttention(n, self.m, style, cfg.channel_init)
+                self.channel = ChannelAttention(n, self.m, style)
             if cfg.temporal_attention:
-                self.visual_temporal = TemporalAttention(n, t, style, cfg.temporal_rate, cfg.temporal_inhibition)
+                self.visual_temporal = TemporalAttention(n, t, style, cfg.temporal_inhibition)
             embed += n
         if cfg.audio:
             self.audio_backbone = AudioResNet18(cfg.audio_width)
@@ -221,7 +209,7 @@ class VAANet(nn.Module):
                 self.audio_reduce = nn.Sequential(nn.Linear(n_a, n_a // 2, bias=False), nn.BatchNorm1d(n_a // 2), nn.Tanh())
                 n_a //= 2
             if cfg.audio_attention:
-                self.audio_temporal = TemporalAttention(n_a, t, style, cfg.temporal_rate, cfg.audio_temporal_inhibition)
+                self.audio_temporal = TemporalAttention(n_a, t, style)
             self.n_audio = n_a
             embed += n_a
         self.fc = nn.Linear(embed, cfg.num_classes)

@@ -412,29 +412,54 @@ def row_presets(study: Study) -> dict[str, str]:
     return {study.row_name(row): str({**study.extra, **row}.get("model.preset", "")) for row in study.grid}
 
 
-def attention_verdict(stats: pd.DataFrame, target: float = 2.0, presets: dict[str, str] | None = None) -> str | None:
-    """One line: did the attentions find the planted evidence (mean ratio to uniform >= ``target`` in
-    every row that has that attention)? Judged on :func:`summary_stats` (unrounded); None when the study
-    has no attention-vs-truth metrics. Which attentions a row has comes from its preset (``presets``, row
-    name -> preset, see :func:`row_presets`), else from the row name's part before any "_" (a row
-    "VS+VCW+VT_ce" of the loss comparison has temporal attention)."""
+def attention_verdict(stats: pd.DataFrame, target: float = 2.0, presets: dict[str, str] | None = None,
+                      chance: float | None = None) -> str | None:
+    """One line: are the targets this scale can show met? Judged on :func:`summary_stats` (unrounded); None when
+    the study has no attention-vs-truth metrics. The targets (issue #27): temporal attention on the key segments
+    >= ``target`` x uniform in every row with VT; the full model (VS+VCW+VT+AT) above every other row by more than
+    the larger of the two rows' split stds; AT above ``chance`` (1 / number of classes). Spatial attention is
+    reported as measured, not judged: at the demo's crop a conv5 cell sees nearly the whole frame, so localisation
+    is not expected; benchmarks/attention_recovery.py --preset spatial and docs/attention.md show it. Which
+    attentions a row has comes from its preset (``presets``, row name -> preset, see :func:`row_presets`), else
+    from the row name's part before any "_" (a row "VS+VCW+VT_ce" of the loss comparison has temporal attention)."""
     def attentions(row) -> list[str]:
         preset = (presets or {}).get(str(row)) or str(row).split("_")[0]
         return preset.split("+")
 
-    checks = []
-    for column, attention, what in (("temporal_x_uniform", "VT", "temporal attention on the key segments"),
-                                    ("spatial_x_uniform", "VS", "spatial attention in the evidence box")):
-        part = stats[(stats["metric"] == column) & (stats["n"] > 0)]
-        rows = [(r["row"], float(r["mean"])) for _, r in part.iterrows() if attention in attentions(r["row"])]
-        if rows:
-            low = min(ratio for _, ratio in rows)
-            checks.append((low >= target, f"{what} {', '.join(f'{n} {v:.2f}x' for n, v in rows)} uniform"))
-    if not checks:
+    def rows_of(metric: str) -> list[tuple[str, float, float]]:
+        part = stats[(stats["metric"] == metric) & (stats["n"] > 0)]
+        return [(str(r["row"]), float(r["mean"]), float(r["std"])) for _, r in part.iterrows()]
+
+    if not any(stats["metric"].isin(["temporal_x_uniform", "spatial_x_uniform"]) & (stats["n"] > 0)):
         return None
+    checks = []
+    temporal = [(n, v) for n, v, _ in rows_of("temporal_x_uniform") if "VT" in attentions(n)]
+    if temporal:
+        checks.append((min(v for _, v in temporal) >= target,
+                       f"temporal attention on the key segments {', '.join(f'{n} {v:.2f}x' for n, v in temporal)} "
+                       f"uniform (target >= {target:g}x in every row with VT)"))
+    acc = rows_of("test_acc")
+    full = [r for r in acc if set(attentions(r[0])) == {"VS", "VCW", "VT", "AT"}]
+    if len(full) == 1 and len(acc) > 1:
+        name, mean, std = full[0]
+        gaps = [(n, mean - m, max(std, s)) for n, m, s in acc if n != name]
+        checks.append((all(gap > margin for _, gap, margin in gaps),
+                       f"full model {mean:.3f} ± {std:.3f} above every other row by more than the larger split std ("
+                       + ", ".join(f"{n} +{gap:.3f} > {margin:.3f}" if gap > margin else f"{n} +{gap:.3f} <= {margin:.3f}"
+                                   for n, gap, margin in gaps) + ")"))
+    audio = [(n, m) for n, m, _ in acc if attentions(n) == ["AT"]]
+    if audio and chance is not None:
+        checks.append((all(m > chance for _, m in audio),
+                       f"{', '.join(f'{n} {m:.3f}' for n, m in audio)} above chance {chance:.3f}"))
+    spatial = [(n, v) for n, v, _ in rows_of("spatial_x_uniform") if "VS" in attentions(n)]
     verdict = "RECOVERED" if all(ok for ok, _ in checks) else "NOT recovered"
-    return (f"planted evidence {verdict} (target: >= {target:g}x uniform in every row with that attention): "
+    line = (f"planted evidence {verdict} where this scale can show it: "
             + "; ".join(f"{text} ({'met' if ok else 'not met'})" for ok, text in checks))
+    if spatial:
+        line += (f"; spatial attention in the evidence box {', '.join(f'{n} {v:.2f}x' for n, v in spatial)} uniform "
+                 "(reported, not judged: localisation is not expected at this crop, where a conv5 cell sees nearly "
+                 "the whole frame; it is shown by benchmarks/attention_recovery.py --preset spatial, docs/attention.md)")
+    return line
 
 
 def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
@@ -753,7 +778,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std over {len(split_files)} split(s) x "
           f"{len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
     print(table.to_string(index=False))
-    verdict = attention_verdict(stats, presets=row_presets(study))
+    verdict = attention_verdict(stats, presets=row_presets(study), chance=1.0 / base.model.num_classes)
     if verdict:
         print(verdict)
     failed = frame[frame["status"] != "ok"]

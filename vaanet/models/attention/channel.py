@@ -11,12 +11,6 @@ channels. When the block weights the features (eq. 6) it uses gain x A_i^C with 
 G_i^C = (n A_i^C) (x) F_i^S, so uniform attention leaves the features unchanged (the reference code's
 x n). Without it the literal product scales the features by 1/n (n = 128 in the synth_quick network,
 512-2048 in the paper's); see spatial.py and docs/attention.md for the measurement.
-``init`` (model.channel_init, paper styles): "random" (default, nn.Linear's) or "uniform": W^{C2} = 1/m
-(each channel's score starts as its mean over the positions) and W^{C1} = 0, so A^C starts exactly uniform
-(VS+VCW starts as VS) and W^{C1} then learns from there. Why (issue #12 round 3, docs/attention.md): the rows
-with channel attention put less spatial mass on the evidence box than uniform (0.90x), while the same
-network without channel attention reached 1.57 / 1.29x; with "uniform" (and model.spatial_init=saliency)
-VS+VCW reached 1.51x. Off by default: see docs/attention.md for what it cost.
 ``style="paper_literal"``: the equations with no gain (for diagnosis).
 ``style="reference"``: the public code: the position pooling (a convolution over the m positions)
 is followed by BatchNorm and tanh, W^{C1} has a bias, and the softmax output is
@@ -28,14 +22,10 @@ import torch
 from torch import nn
 
 
-CHANNEL_INITS = ("random", "uniform")
-
 
 class ChannelAttention(nn.Module):
-    def __init__(self, channels: int, positions: int, style: str = "paper", init: str = "random"):
+    def __init__(self, channels: int, positions: int, style: str = "paper"):
         super().__init__()
-        if init not in CHANNEL_INITS:
-            raise ValueError(f"channel attention init must be one of {CHANNEL_INITS}, got {init!r}")
         self.style = style
         self.channels = channels
         if style in ("paper", "paper_literal"):
@@ -48,12 +38,6 @@ class ChannelAttention(nn.Module):
             self.W_C1 = nn.Linear(channels, channels)
         else:
             raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
-        if init == "uniform":  # W^{C2} = 1/m (average over positions), W^{C1} = 0: A^C starts uniform (see above)
-            with torch.no_grad():
-                self.W_C2.weight.fill_(1.0 / positions)
-                self.W_C1.weight.zero_()
-                if self.W_C1.bias is not None:
-                    self.W_C1.bias.zero_()
 
     @property
     def scale(self) -> float:

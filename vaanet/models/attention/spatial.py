@@ -14,9 +14,6 @@ and average pooling (eq. 7) the embedding is ~1/(m n) of the features. Measured 
 mean |G^C| 4.9e-4 literal vs 0.56 with the gain (= |F|, = average pooling), mean |dL/d backbone|
 2.0e-5 vs 6.1e-2; see docs/attention.md. A network trained from scratch barely moves without it. The gain is a constant, so A_i^S
 and every equation are unchanged up to that factor.
-``rate`` (model.spatial_rate, default 1): W^{S1}, W^{S2} stored / rate and used x rate (the same initial
-function, rate x faster Adam steps). Measured on issue #12's set (docs/attention.md): 10 did not move the
-spatial attention onto the box (VS 1.13, VS+VCW 0.88 x uniform on validation, split 0), so it stays 1.
 ``init`` (model.spatial_init, paper styles): "random" (default: nn.Linear's initialisation of W^{S2}, W^{S1})
 or "saliency": W^{S2} = tau/n (stored as 1, used x tau/n, so Adam moves it ~lr relative per step) and
 W^{S1} = I, so A_i^S starts at Softmax(tau x mean activation of position i), tau = SALIENCY_SCALE = 3.
@@ -24,7 +21,8 @@ Why (issue #12 round 3, docs/attention.md): a trained VS backbone is twice as ac
 (mean activation 1.01 vs 0.52), and Softmax(3 x mean activation) would put 2.37x uniform mass on the box in
 the key segments, yet the learnt attention (random W^{S1} mixes all positions' scores) reached 1.24x.
 With "saliency" VS's validation figure rose from 1.20 to 1.65x uniform, but the full model's validation
-accuracy fell from 0.875 to 0.646, so it is off by default and in configs/synth_quick.yaml.
+accuracy fell from 0.875 to 0.646, so it is off by default and in configs/synth_quick.yaml; it is the start of
+``benchmarks/attention_recovery.py --preset spatial``, where VS localises the box.
 ``style="paper_literal"``: the equations with no gain (the behaviour the gain fixes; for diagnosis).
 ``style="reference"`` is the public code: the 1x1 convolution is followed by
 BatchNorm and tanh, W^{S1} has a bias, and the softmax output is multiplied by m (mean weight 1).
@@ -40,16 +38,12 @@ SALIENCY_SCALE = 3.0  # tau of init="saliency": A_i^S starts at Softmax(tau x me
 
 
 class SpatialAttention(nn.Module):
-    def __init__(self, channels: int, positions: int, style: str = "paper", rate: float = 1.0,
-                 init: str = "random"):
+    def __init__(self, channels: int, positions: int, style: str = "paper", init: str = "random"):
         super().__init__()
         if init not in SPATIAL_INITS:
             raise ValueError(f"spatial attention init must be one of {SPATIAL_INITS}, got {init!r}")
-        if not rate > 0:
-            raise ValueError(f"spatial attention rate must be > 0, got {rate}")
         self.style = style
         self.positions = positions
-        self.rate = float(rate)
         if style in ("paper", "paper_literal"):
             self.W_S2 = nn.Linear(channels, 1, bias=False)  # 1x1 conv, R^{1 x n}
             self.squash = nn.Identity()
@@ -68,11 +62,6 @@ class SpatialAttention(nn.Module):
                 if self.W_S1.bias is not None:
                     self.W_S1.bias.zero_()
             self.score_scale = SALIENCY_SCALE / channels
-        if self.rate != 1.0:  # stored / rate, used x rate: the same function at the start, Adam steps x rate
-            with torch.no_grad():
-                for lin in (self.W_S2, self.W_S1):
-                    for p in lin.parameters():
-                        p.div_(self.rate)
 
     @property
     def scale(self) -> float:
@@ -90,9 +79,5 @@ class SpatialAttention(nn.Module):
         s = self.W_S2(F).reshape(B * t, 1, m)  # W^{S2} F_i^T        [B*t, 1, m]
         if self.score_scale != 1.0:
             s = s * self.score_scale
-        if self.rate != 1.0:
-            s = s * self.rate
         H = self.W_S1(self.squash(s)).reshape(B, t, m)  # H_i^S    [B, t, m]
-        if self.rate != 1.0:
-            H = H * self.rate
         return torch.softmax(H, dim=-1) * self.scale  # A_i^S       [B, t, m]

@@ -29,20 +29,18 @@ step, loss 7-15 in the first steps); so, like the x m and x n of the spatial and
 pooling applies a constant gain 1/t: E = (1/t) sum_j p_j A_j^T, average pooling when A^T = 1.
 (With the bias at 0, A^T starts at the segments' mean activation: E^V of VS+VCW+VT is 0.068 x average
 pooling at initialisation on random pixels, tests/test_attention_recovery.py.)
-(3) Optional initialisation of W^{T1}, ``inhibition`` a in [0, 1) (model.temporal_inhibition, visual;
-model.audio_temporal_inhibition, audio; both 0 by default, configs/synth_quick.yaml sets the visual one to 0.75):
+(3) Optional initialisation of W^{T1}, ``inhibition`` a in [0, 1) (model.temporal_inhibition, the visual temporal
+attention; 0 by default, configs/synth_quick.yaml sets 0.75; the audio one always starts at a = 0):
 W^{T1} starts at (I - (a/t) 1 1^T) / (1 - a), so A_j^T = ReLU(s_j - a mean_k s_k) / (1 - a): deviations
 from the video's mean score are amplified by 1/(1-a), the sum over segments is kept (while no segment
 is clipped), and the largest score stays > 0 (scores are >= 0 at the start), so no video's attention dies.
 Why (issue #12, docs/attention.md): in trained VS+VCW+VT models W^{T2} and W^{T1} barely move in 10
 epochs (w = 1.00 +- 0.01, W^{T1} = I +- 0.03, bias ~0.01), so A^T stays the segments' mean activation;
-letting them learn 10x faster (``rate``) made them drift towards *flatter* attention (positive off-diagonals
-and bias), not sharper. With a = 0.75 the validation key share of VS+VCW+VT rose from 1.76 +- 0.15 to
+letting them learn 10x faster made them drift towards *flatter* attention (positive off-diagonals and bias),
+not sharper. With a = 0.75 the validation key share of VS+VCW+VT rose from 1.76 +- 0.15 to
 3.39 +- 0.34 x uniform and its validation accuracy from 0.375 +- 0.051 to 0.521 +- 0.059 (3 splits, 10 epochs);
 without the 1/(1-a) the same inhibition cost accuracy (0.250-0.312). It is an initial value of W^{T1}, which
 stays a free t x t matrix (eq. 8).
-``rate`` (model.temporal_rate, default 1): W^{T2} and W^{T1} are stored / rate and used x rate (the same
-initial function; Adam's steps are rate times larger in effect). Not used: 10 did not help (above).
 ``style="paper_literal"``: as "paper" but without the 1/t gain (the literal sum of eq. 9/11).
 ``style="reference"``: the public code: W^{T2}, then BatchNorm and tanh, W^{T1} with its
 bias initialised to 1, ReLU, and the weighted features are *averaged* over segments.
@@ -54,22 +52,17 @@ from torch import nn
 
 
 class TemporalAttention(nn.Module):
-    def __init__(self, channels: int, segments: int, style: str = "paper", rate: float = 1.0,
-                 inhibition: float = 0.0):
+    def __init__(self, channels: int, segments: int, style: str = "paper", inhibition: float = 0.0):
         super().__init__()
-        if not rate > 0:
-            raise ValueError(f"temporal attention rate must be > 0, got {rate}")
         self.style = style
         self.segments = segments
         if style in ("paper", "paper_literal"):
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # R^{1 x n}, times score_scale (see above)
             self.squash = nn.Identity()
             self.W_T1 = nn.Linear(segments, segments)  # R^{t x t}, bias initialised to 0 (see above)
-            # W^{T2} = w * rate / n, w initialised to 1 / rate: the same initial function (1/n) for any
-            # rate; Adam moves w by ~lr per step, i.e. the score's direction by ~rate * lr relative per step
-            nn.init.constant_(self.W_T2.weight, 1.0 / rate)
-            self.score_scale = rate / channels
-            # W^{T1} (and its bias) likewise: stored / rate, used x rate (the identity at the start)
+            # W^{T2} = w / n, w initialised to 1: Adam moves w by ~lr per step, the score by ~lr * |p|
+            nn.init.constant_(self.W_T2.weight, 1.0)
+            self.score_scale = 1.0 / channels
             with torch.no_grad():
                 # inhibition a: W^{T1} = (I - (a / t) 1 1^T) / (1 - a), i.e. A_j = ReLU(s_j - a mean_k s_k) / (1 - a):
                 # deviations from the video's mean score x 1/(1-a), the sum over segments kept (while none is
@@ -77,16 +70,14 @@ class TemporalAttention(nn.Module):
                 if not 0.0 <= inhibition < 1.0:
                     raise ValueError(f"temporal inhibition must be in [0, 1), got {inhibition}")
                 eye = (torch.eye(segments) - inhibition / segments * torch.ones(segments, segments)) / (1.0 - inhibition)
-                self.W_T1.weight.copy_(eye / rate)
+                self.W_T1.weight.copy_(eye)
             nn.init.zeros_(self.W_T1.bias)  # A_j^T starts at the mean activation of segment j (see above)
-            self.mix_scale = rate
         elif style == "reference":
             self.W_T2 = nn.Linear(channels, 1, bias=False)  # a bias before BN is a no-op
             self.squash = nn.Sequential(nn.BatchNorm1d(1), nn.Tanh())
             self.W_T1 = nn.Linear(segments, segments)
             nn.init.constant_(self.W_T1.bias, 1.0)
             self.score_scale = 1.0
-            self.mix_scale = 1.0
         else:
             raise ValueError(f"attention_style must be 'paper', 'paper_literal' or 'reference', got {style!r}")
 
@@ -94,9 +85,7 @@ class TemporalAttention(nn.Module):
         """P: [B, t, n] -> A^T: [B, t] (non-negative)."""
         B, t, _ = P.shape
         s = (self.W_T2(P) * self.score_scale).reshape(B, 1, t)  # W^{T2} P^T    [B, 1, t]
-        W1 = self.W_T1.weight * self.mix_scale if self.mix_scale != 1.0 else self.W_T1.weight
-        b1 = self.W_T1.bias * self.mix_scale if self.mix_scale != 1.0 else self.W_T1.bias
-        H = nn.functional.linear(self.squash(s), W1, b1).reshape(B, t)  # H^T = W^{T1} (...) + b [B, t]
+        H = self.W_T1(self.squash(s)).reshape(B, t)  # H^T = W^{T1} (...) + b [B, t]
         return torch.relu(H)  # A^T                        [B, t]
 
     def pool(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
