@@ -375,3 +375,24 @@ def test_study_refuses_a_truth_file_of_other_videos_before_ray(synth_root, synth
     assert e.value.code == 2 and err.count("\n") == 1, err
     assert f"error: {videos / 'synth_truth.csv'} does not describe the videos of {synth_cache}" in err, err
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_study_accepts_its_store_at_another_address_only_if_it_holds_the_parent_run(tmp_path):
+    """A SLURM job requeued onto another head node reaches the same store through a new server address:
+    the study goes on when that store holds its parent run, and is refused otherwise (another store)."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import mlflow_store
+    from vaanet.tune.study import _holds_parent
+
+    uri = mlflow_store(tmp_path / "a" / "mlflow.db")
+    client = MlflowClient(uri)
+    parent = client.create_run(client.create_experiment("ablation-synth")).info.run_id
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mlflow.db").symlink_to(tmp_path / "a" / "mlflow.db")  # the same store, another address
+    other = mlflow_store(tmp_path / "c" / "mlflow.db")
+    assert _holds_parent(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", parent, "ablation-synth")
+    assert not _holds_parent(other, parent, "ablation-synth")  # another store: refused as before
+    assert not _holds_parent(uri, parent, "lambda_sweep-synth")  # the run of another study
+    assert not _holds_parent(uri, None, "ablation-synth")
+    assert not _holds_parent("http://127.0.0.1:9", parent, "ablation-synth")  # nothing answers there

@@ -290,6 +290,21 @@ def _differences(stored: dict, now: dict) -> list[str]:
             if a.get(k, "(absent)") != b.get(k, "(absent)")]
 
 
+def _holds_parent(uri: str, parent: str | None, experiment: str) -> bool:
+    """Is ``uri`` the store of a study whose parent run is ``parent``? The same store can be reached at another
+    address on a rerun: a SLURM job requeued onto another head node starts its tracking server there."""
+    if not parent:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    try:
+        check_reachable(uri, timeout=10)
+        client = MlflowClient(uri)
+        return client.get_experiment(client.get_run(parent).info.experiment_id).name == experiment
+    except Exception:  # noqa: BLE001 - unreachable, or no such run there: another store
+        return False
+
+
 def _check_trusted(folder: Path) -> None:
     """Tune's state is a pickle: restore it only from a folder this user owns and nobody else can write."""
     for path in [folder, *folder.rglob("*.pkl")]:
@@ -722,6 +737,11 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
             state["request"].setdefault(key, request[key])
         state["request"]["data_digest"] = stored_digest(state["request"], cache, split_files, truth,
                                                         request["data_digest"])
+        if state["request"].get("mlflow_uri") != request["mlflow_uri"] and \
+                _holds_parent(request["mlflow_uri"], state.get("parent_run_id"), experiment):
+            print(f"MLflow: the study's store is reached at {request['mlflow_uri']} now (was "
+                  f"{state['request']['mlflow_uri']}): it holds the study's run {state['parent_run_id']}", flush=True)
+            state["request"]["mlflow_uri"] = request["mlflow_uri"]
         diff = _differences(state["request"], request)
         if diff:
             raise ValueError(f"{state_file} holds a study started with other settings ({'; '.join(diff[:6])}"
