@@ -2,6 +2,7 @@
 validation subsets, Ctrl-C / kill -9 during ``vaanet prepare``, caches that move, audio that starts later or
 earlier than the video (or has gaps), and class folders spelt twice."""
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -194,6 +195,32 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # zombie: dead
     except OSError:
         return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_the_whole_job_stops_prepare_as_ctrl_c_does(tmp_path):
+    """SIGTERM to the process group (SLURM's scancel, docker stop, systemd): the workers ignore it, the parent
+    stops them, writes the index of what is done and exits 143; the rerun resumes."""
+    root, out = tmp_path / "v", tmp_path / "c"
+    _many_videos(root, 16)
+    proc = subprocess.Popen(_prepare_cmd(root, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert _wait_for(lambda: any(out.glob("videos/*/meta.json")), 120), "no video finished"
+    workers = _children(proc.pid)
+    os.killpg(proc.pid, signal.SIGTERM)
+    t = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - t < 15, "SIGTERM did not stop prepare within seconds"
+    assert proc.returncode == 143 and "run the same command again" in err, (proc.returncode, err[-2000:])
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), 5), "workers outlived their parent"
+    index = load_index(out)
+    done = {p.parent.name for p in out.glob("videos/*/meta.json")}
+    assert 0 < len(index) < 16 and set(index["video_id"]) == done
+    r = subprocess.run(_prepare_cmd(root, out), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and len(load_index(out)) == 16, r.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
