@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import Config
+from ..signals import sigterm_as_ctrl_c
 from .loop import train_fn
 from .ray_cluster import init_ray
 from .tracking import default_tracking_uri, ensure_experiment
@@ -81,6 +82,7 @@ def fit_with_ray(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
         local = workers == 1 and not gpus and not (address or os.environ.get("RAY_ADDRESS"))
     if not local and not ray.is_initialized():
         init_ray(address, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        sigterm_as_ctrl_c()  # ray.init installed its own SIGTERM handler: an immediate exit
     cfg = resolve_paths(cfg)
     ensure_experiment(cfg.run.mlflow_uri, cfg.run.experiment)
     if local:
