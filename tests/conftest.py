@@ -85,12 +85,19 @@ def stop_ray(proc) -> None:
                 mine.append(p)
         except (psutil.Error, TypeError):
             continue
-    for p in mine:
+    kill_processes(mine)
+
+
+def kill_processes(procs: list) -> None:
+    """SIGKILL each of these psutil processes (this test's own, found by their ids) and wait for them."""
+    import psutil
+
+    for p in procs:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(mine, timeout=30)
+    psutil.wait_procs(procs, timeout=30)
 
 
 def _uses_ray(item) -> bool:

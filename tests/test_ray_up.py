@@ -26,6 +26,8 @@ import psutil
 import pytest
 import yaml
 
+from conftest import kill_processes
+
 REPO = Path(__file__).resolve().parents[1]
 ONPREM = REPO / "cluster" / "onprem.yaml"
 BIN = Path(sys.executable).parent
@@ -309,13 +311,7 @@ def test_ray_up_onprem_runs_the_quick_study_and_ray_down_leaves_nothing(synth_ro
     finally:
         print(f"transcript: {transcript}")
         if uid is not None:
-            procs = _user_processes(uid)
-            for p in procs:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(procs, timeout=30)
+            kill_processes(_user_processes(uid))
         if sshd is not None:
             sshd.terminate()
             try:
