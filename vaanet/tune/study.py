@@ -75,8 +75,9 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
     p.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray Train worker")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: what the cluster fits)")
     p.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a failed trial, counted once (Tune); errors a retry cannot fix (bad config, "
-                   "missing or corrupt file, non-finite loss) are never retried")
+                   help="how often a failed trial is restarted from its last checkpoint before it counts as "
+                   "failed (default 2; 0: never). Errors a retry cannot fix (bad config, missing or corrupt file, "
+                   "non-finite loss) fail at once")
     p.add_argument("--address", default=None, help="the Ray cluster to run on (default: RAY_ADDRESS; without "
                    "either, a new local Ray of this command's own, never one already running on the machine)")
     p.add_argument("--ray-dashboard", action="store_true", help="start the Ray dashboard with a local Ray (off by "
