@@ -130,6 +130,9 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
         return pd.read_json(path, orient="split")
 
     shown = summary()
+    print(f"parent run: params {params}\nmetrics {parent.data.metrics}\ntags headline_row "
+          f"{parent.data.tags['headline_row']}\nartifacts {[a.path for a in client.list_artifacts(parent.info.run_id)]}"
+          f"\nsummary.json\n{shown.to_string(index=False)}\ndescription\n{note}\nconsole\n{r.stdout}")
     assert list(shown["row"]) == ["VS+VCW+VT+AT"] and shown["acc"].iloc[0] in table_line
     assert "summary_stats.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     # one row label: the trials' MLflow run names use the row as tags and tables do (folders: '+' as '-')

@@ -642,7 +642,8 @@ def shared_settings(study: Study, base: Config, points: list[dict]) -> tuple[dic
     from ..models.vaanet import DEFAULT_PIXEL_NORMALIZATION
 
     def flat(overrides: dict) -> dict:
-        cfg = with_overrides(base, overrides).flat()
+        config = with_overrides(base, overrides)
+        cfg = {"model.preset": config.model.preset or "(none: switches as listed)", **config.flat()}
         if cfg.get("model.pixel_normalization") is None:
             cfg["model.pixel_normalization"] = f"{DEFAULT_PIXEL_NORMALIZATION} (the model's default)"
         return cfg
@@ -651,11 +652,13 @@ def shared_settings(study: Study, base: Config, points: list[dict]) -> tuple[dic
         fixed = flat(study.extra)
         return {k: v for k, v in fixed.items() if k not in SEARCHED + ("data.split", "run.seed", "run.name")}, {}
     trials = [flat(p["overrides"]) for p in points]
-    shared = {k: v for k, v in trials[0].items() if all(t.get(k) == v for t in trials[1:])}
+    own = ("data.split", "run.seed", "run.name")  # a trial's own, even where one split or seed makes them equal
+    shared = {k: v for k, v in trials[0].items() if k not in own and all(t.get(k) == v for t in trials[1:])}
     by_row: dict[str, dict] = {}
     for p, t in zip(points, trials):
         by_row.setdefault(p["tags"]["row"], t)
-    varying = [k for k in trials[0] if k not in shared and len({repr(t.get(k)) for t in by_row.values()}) > 1]
+    varying = [k for k in trials[0] if k not in shared and k not in own
+               and len({repr(t.get(k)) for t in by_row.values()}) > 1]
     return shared, {row: {k: t.get(k) for k in varying} for row, t in by_row.items()}
 
 
