@@ -685,8 +685,8 @@ def study_description(study: Study, args, base: Config, n_points: int, split_fil
     if args.dataset == "synth":
         lines += ["", "Data set: the generated synthetic set (tag `dataset=synth`); it uses the VE-8 class list, "
                   "hence the param `data.dataset=ve8`."]
-    if differences:
-        keys = list(next(iter(differences.values())))
+    keys = list(next(iter(differences.values()), {}))
+    if keys:  # a one-row study has nothing that differs between rows
         lines += ["", "What the rows differ in (everything else is the same in every trial: the params):", "",
                   "| row | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
         lines += [f"| {row} | " + " | ".join(str(v) for v in d.values()) + " |" for row, d in differences.items()]
