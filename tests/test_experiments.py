@@ -6,6 +6,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     assert "resuming study main_comparison-synth: 0/2" in r.stdout
     # the console says what happens, and nothing of Ray's internals
     assert "study: 2/2 trials done, 0 running, 0 pending, 0 failed" in r.stdout
-    assert "| [VS-VCW-VT-AT_split_00_seed0] test acc" in r.stdout  # one line per finished trial
+    assert "| [VS+VCW+VT+AT_split_00_seed0] test acc" in r.stdout  # one line per finished trial, named as in MLflow
     assert len(r.stdout.splitlines()) < 30  # fits on one screen
     for chatter in ("TrainingReport(", "Checkpoint successfully created", "Traceback", "pid="):
         assert chatter not in r.stdout + r.stderr, chatter
@@ -78,6 +79,8 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
                              / "train.log").read_text()
     table_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("VS+VCW+VT+AT"))
     assert table_line.split()[1] == "2"  # n = 2 splits
+    assert re.search(r"\d+\.\d ± \d+\.\d \[-?\d+\.\d, \d+\.\d\]", table_line), table_line  # mean ± std [95 % CI]
+    assert "95 % Student-t interval of the mean over the 2 split(s) x 1 seed(s)" in r.stdout
     runs = _runs(tmp_path, "main_comparison-synth")
     finished = [x for x in runs if x.info.status == "FINISHED"]
     assert len(finished) == 2 and {x.data.tags["split"] for x in finished} == {"split_00", "split_01"}
@@ -98,13 +101,42 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
     assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in r.stdout  # the link: training-runs view
-    assert "2 trials = 1 row(s) (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s) (0)" in parent.data.tags["mlflow.note.content"]
-    # the summary in the children's names and units: the mean of their test_acc (a fraction), unrounded
-    assert parent.data.metrics["test_acc/VS-VCW-VT-AT"] == pytest.approx(
-        sum(x.data.metrics["test_acc"] for x in finished) / 2)
-    assert "test_acc_std/VS-VCW-VT-AT" in parent.data.metrics and "mlflow.note.content" in parent.data.tags
+    # the description: the command with its arguments, the grid, splits and seeds, rendered as written (no text in
+    # angle brackets outside the code block, which Markdown would take for HTML and drop)
+    note = parent.data.tags["mlflow.note.content"]
+    assert "2 trials = 1 row(s) (VS+VCW+VT+AT) x 2 split(s) x 1 seed(s)" in note, note
+    assert "Splits: split_00, split_01. Seeds: 0." in note and "`data.dataset=ve8`" in note
+    command = note.split("```")[1].strip()
+    assert command.startswith("main_comparison.py --dataset synth") and "--splits 2 --epochs 1" in command
+    assert "optim.lam=1.0" in command
+    assert "<" not in "".join(note.split("```")[0::2]) and ">" not in "".join(note.split("```")[0::2])
+    # its params: what every trial shares, never one trial's (or the base config's) name, split or seed
+    params = parent.data.params
+    assert params["model.preset"] == "VS+VCW+VT+AT" and params["optim.lam"] == "1.0" and params["splits"] == "2"
+    assert not {"run.name", "data.split", "run.seed"} & set(params)
+    assert params["model.pixel_normalization"].startswith("kinetics700_0_1")  # what the trials' model used
+    # the summary: a few headline metrics in the children's names and units (the mean of their test_acc, a
+    # fraction, unrounded), no metric per row
+    assert parent.data.metrics["test_acc"] == pytest.approx(sum(x.data.metrics["test_acc"] for x in finished) / 2)
+    assert {"test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "trials_finished"} <= set(parent.data.metrics)
+    assert not [k for k in parent.data.metrics if "/" in k] and parent.data.tags["headline_row"] == "VS+VCW+VT+AT"
     reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert "reports/trials.csv" in reports and "reports/table1_synth.tex" in reports
+
+    def summary():  # the table MLflow shows (log_table's JSON), as the console printed it
+        import pandas as pd
+
+        path = client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path / f"dl{time.time()}"))
+        return pd.read_json(path, orient="split")
+
+    shown = summary()
+    print(f"parent run: params {params}\nmetrics {parent.data.metrics}\ntags headline_row "
+          f"{parent.data.tags['headline_row']}\nartifacts {[a.path for a in client.list_artifacts(parent.info.run_id)]}"
+          f"\nsummary.json\n{shown.to_string(index=False)}\ndescription\n{note}\nconsole\n{r.stdout}")
+    assert list(shown["row"]) == ["VS+VCW+VT+AT"] and shown["acc"].iloc[0] in table_line
+    assert "summary_stats.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # one row label: the trials' MLflow run names use the row as tags and tables do (folders: '+' as '-')
+    assert {x.info.run_name for x in finished} == {f"VS+VCW+VT+AT_{x.data.tags['split']}_seed0" for x in finished}
     assert client.get_experiment_by_name("main_comparison-synth").tags["mlflow.experimentKind"] == \
         "custom_model_development"
     for run in finished:
@@ -125,6 +157,7 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     r = _study("main_comparison.py", synth_root, synth_cache, tmp_path, *lam)
     assert r.returncode == 0 and "nothing to train" in r.stdout
     assert len(_runs(tmp_path, "main_comparison-synth")) == len(runs)
+    assert list(summary()["row"]) == ["VS+VCW+VT+AT"]  # the rerun replaced the summary table, never appended to it
 
 
 def _free_port() -> int:
@@ -261,16 +294,22 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
 
     study = Study(name="ablation", tables={}, grid=[{"model.preset": p} for p in ("AT", "VS", "VS+VCW+VT")])
     rows = []
-    for preset, temporal, spatial in (("AT", None, None), ("VS", 0.25, 0.5), ("VS", 0.25, 0.6), ("VS+VCW+VT", 0.6, 0.3)):
-        rows.append({"row": preset, "status": "ok", "test_acc": 0.5, "test_mean_class_acc": 0.5,
+    for split, (preset, temporal, spatial) in enumerate((("AT", None, None), ("VS", 0.25, 0.5), ("VS", 0.25, 0.6),
+                                                         ("VS+VCW+VT", 0.6, 0.3))):
+        rows.append({"row": preset, "status": "ok", "data.split": f"/c/splits/split_0{split}.csv", "run.seed": 0,
+                     "test_acc": 0.5, "test_mean_class_acc": 0.5,
                      "test_polarity_acc": 0.9, "test_temporal_on_key": temporal, "test_temporal_on_key_uniform": 0.25,
                      "test_spatial_in_box": spatial, "test_spatial_in_box_uniform": 0.25})
     frame = pd.DataFrame(rows)
     stats = summary_stats(frame, study)
     table = summary_table(frame, study, stats).set_index("row")
-    assert table.loc["VS", "spatial_x_uniform"] == "2.20 ± 0.28" and table.loc["VS", "temporal_x_uniform"] == "1.00 ± 0.00"
+    # mean ± std [95 % Student-t interval of the mean]: 2.2 ± 12.706 * 0.2828 / sqrt(2) = [-0.34, 4.74]
+    assert table.loc["VS", "spatial_x_uniform"] == "2.20 ± 0.28 [-0.34, 4.74]"
+    assert table.loc["VS", "temporal_x_uniform"] == "1.00 ± 0.00 [1.00, 1.00]"  # no variance: the mean itself
     assert table.loc["VS+VCW+VT", "temporal_x_uniform"] == "2.40 ± 0.00" and table.loc["AT", "spatial_x_uniform"] == "—"
-    assert table.loc["VS", "acc"] == "50.0 ± 0.0" and table.loc["VS", "n"] == 2
+    assert table.loc["VS", "acc"] == "50.0 ± 0.0 [50.0, 50.0]" and table.loc["VS", "n"] == 2  # one run: no interval
+    # no full model here: each row against the row above, paired on (split, seed); the splits differ: no pairs
+    assert list(table["vs"]) == ["", "AT", "VS"] and table.loc["VS", "Δ acc [95 % CI], p Holm"] == "no pairs"
     acc = stats.set_index(["row", "metric"]).loc[("VS", "test_acc")]
     assert acc["mean"] == 0.5 and acc["n"] == 2  # the trials' own unit (a fraction), unrounded
     verdict = attention_verdict(stats)
@@ -285,10 +324,39 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     demo = Study(name="ablation", tables={}, grid=[{"model.preset": p} for p in
                                                    ("AT", "VS", "VS+VCW+VT", "VS+VCW+VT+AT")])
     accs = {"AT": (0.20, 0.25), "VS": (0.40, 0.42), "VS+VCW+VT": (0.50, 0.60), "VS+VCW+VT+AT": (0.80, 0.90)}
-    rows = [{"row": r, "status": "ok", "test_acc": acc, "test_temporal_on_key": 0.75 if "VT" in r else None,
+    rows = [{"row": r, "status": "ok", "data.split": f"/c/splits/split_0{i}.csv", "run.seed": 0, "test_acc": acc,
+             "test_temporal_on_key": 0.75 if "VT" in r else None,
              "test_temporal_on_key_uniform": 0.25, "test_spatial_in_box": 0.25 if "VS" in r else None,
-             "test_spatial_in_box_uniform": 0.25} for r, split_accs in accs.items() for acc in split_accs]
+             "test_spatial_in_box_uniform": 0.25} for r, split_accs in accs.items() for i, acc in enumerate(split_accs)]
     frame = pd.DataFrame(rows)
+    # the console table's comparisons: each row against the full model, paired on split, Holm over the defined p
+    from scipy.stats import ttest_rel
+    from statsmodels.stats.multitest import multipletests
+
+    from vaanet.tune.study import summary_comparisons, summary_note
+
+    comps = summary_comparisons(frame, demo).set_index("row")
+    assert list(comps.index) == ["AT", "VS", "VS+VCW+VT"] and set(comps["ref_row"]) == {"VS+VCW+VT+AT"}
+    p = [ttest_rel([20, 25], [80, 90]).pvalue, ttest_rel([40, 42], [80, 90]).pvalue]
+    holm = multipletests(p, method="holm")[1]
+    assert comps.loc["AT", "diff"] == pytest.approx(-62.5) and comps.loc["VS", "diff"] == pytest.approx(-44.0)
+    assert list(comps.loc[["AT", "VS"], "p_holm"]) == pytest.approx(list(holm))
+    assert comps.loc["VS+VCW+VT", "diff"] == pytest.approx(-30) and comps.loc["VS+VCW+VT", "p_holm"] != \
+        comps.loc["VS+VCW+VT", "p_holm"]  # no variance in the differences: no test, not counted by Holm
+    table = summary_table(frame, demo).set_index("row")
+    low, high = ttest_rel([20, 25], [80, 90]).confidence_interval()
+    assert table.loc["AT", "Δ acc [95 % CI], p Holm"] == (f"-62.5 [{low:+.1f}, {high:+.1f}], p {holm[0]:.3f}"
+                                                          + (" †" if holm[0] < 0.05 else ""))
+    assert table.loc["VS+VCW+VT", "Δ acc [95 % CI], p Holm"] == "-30.0 [-30.0, -30.0], p n/a"
+    assert table.loc["AT", "vs"] == "VS+VCW+VT+AT" and table.loc["VS+VCW+VT+AT", "vs"] == ""
+    assert "Holm–Bonferroni" in summary_note(comps.reset_index(), 2, 1)
+    # † where significant after Holm: three splits of a consistent gap
+    three = pd.concat([frame, frame[frame["data.split"].str.endswith("01.csv")].assign(
+        **{"data.split": "/c/splits/split_02.csv"}, test_acc=lambda f: f["test_acc"] + 0.01)])
+    marked = summary_table(three, demo).set_index("row")["Δ acc [95 % CI], p Holm"]
+    significant = summary_comparisons(three, demo).set_index("row")["significant"]
+    assert [m.endswith("†") for m in marked[significant.index]] == [x is True for x in significant]
+    assert significant.any()
     verdict = attention_verdict(summary_stats(frame, demo), chance=0.125)
     assert verdict.startswith("planted evidence RECOVERED"), verdict
     assert "full model 0.850 ± 0.071 above every other row" in verdict and "AT 0.225 above chance 0.125 (met)" in verdict
@@ -302,7 +370,8 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     wide.loc[wide["row"] == "VS+VCW+VT", "test_acc"] = [0.30, 0.80]
     assert "VS+VCW+VT +0.300 <= 0.354" in attention_verdict(summary_stats(wide, demo), chance=0.125)
     # judged unrounded: 1.996x is printed as 2.00 but is not >= 2
-    frame = pd.DataFrame([{"row": "VS+VCW+VT", "status": "ok", "test_acc": 0.5, "test_temporal_on_key": 0.499,
+    frame = pd.DataFrame([{"row": "VS+VCW+VT", "status": "ok", "data.split": "split_00", "run.seed": 0,
+                           "test_acc": 0.5, "test_temporal_on_key": 0.499,
                            "test_temporal_on_key_uniform": 0.25}])
     stats = summary_stats(frame, study)
     assert summary_table(frame, study, stats).set_index("row").loc["VS+VCW+VT", "temporal_x_uniform"] == "2.00 ± 0.00"

@@ -1,4 +1,5 @@
 """``vaanet`` command line: synth, prepare, splits, train, predict, estimate."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,24 @@ import sys
 from pathlib import Path
 
 from .signals import exit_code, sigterm_as_ctrl_c
+
+DESCRIPTION = """VAANet (AAAI 2020) emotion recognition from video and audio: make or prepare a data set, train one
+configuration, predict a video, estimate a run's cost. The paper's studies (Tables 1-5, the lambda sweep) are
+the scripts in experiments/ (python experiments/ablation.py --help)."""
+
+TRAIN_HELP = """Train one configuration with Ray Train (DDP with --workers > 1), tracked in MLflow: one run with
+its params, learning curves, test metrics and the selected weights. A run folder
+(run.output/run.name) that already holds this configuration resumes from its checkpoint.
+
+configs (--config):
+{configs}
+
+model presets (--set model.preset=NAME): {presets}
+  V visual stream only, V+A both streams, no attention; AT audio stream with temporal attention;
+  VS spatial, VCW channel-wise, VT temporal attention on the visual stream (VS+VCW+VT+AT: the full model).
+
+example:
+  vaanet train --config configs/synth_quick.yaml --set model.preset=VS+VCW+VT --set optim.epochs=3"""
 
 
 def _synth(a):
@@ -94,11 +113,28 @@ def _estimate(a):
     print(cache_disk_report())
 
 
+def _configs() -> str:
+    """Each YAML of the repository's configs/ with the first line of its header comment."""
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    lines = []
+    for path in sorted(folder.glob("*.yaml")):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        first = first.split(":")[0].rstrip(".")  # what it is; the rest of the header says how
+        lines.append(f"  configs/{path.name:16} {first}")
+    return "\n".join(lines) or "  (none found)"
+
+
+def _presets() -> list[str]:
+    from .models.vaanet import PRESETS
+
+    return list(PRESETS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.frames import FORMATS as FRAME_FORMATS
     from .data.synth import SynthConfig
 
-    p = argparse.ArgumentParser(prog="vaanet", description=__doc__)
+    p = argparse.ArgumentParser(prog="vaanet", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the synthetic emotion-video set (real mp4 files with ground truth)")
@@ -140,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-list", default=None, help="official test list (Ekman-6)")
     s.set_defaults(func=_splits)
 
-    s = sub.add_parser("train", help="train one configuration (Ray Train), tracked in MLflow")
-    s.add_argument("--config", required=True, help="YAML config (see configs/)")
+    s = sub.add_parser("train", help="train one configuration (Ray Train), tracked in MLflow",
+                       description=TRAIN_HELP.format(configs=_configs(), presets=", ".join(_presets())),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", required=True, help="YAML config: one of configs/ (listed above) or your own")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-4 --set model.preset=VS (repeatable)")
     s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")

@@ -40,7 +40,7 @@ class StudyProgress(Callback):
     def _name(trial) -> tuple[str, str]:
         point = (trial.config or {}).get("point")
         if point:
-            return point["name"], point["tags"].get("row", point["name"])
+            return point["tags"].get("mlflow.runName", point["name"]), point["tags"].get("row", point["name"])
         return f"search_{trial.trial_id}", "search"
 
     def _line(self, news: str = "") -> str:

@@ -75,8 +75,9 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
     p.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray Train worker")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: what the cluster fits)")
     p.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a failed trial, counted once (Tune); errors a retry cannot fix (bad config, "
-                   "missing or corrupt file, non-finite loss) are never retried")
+                   help="how often a failed trial is restarted from its last checkpoint before it counts as "
+                   "failed (default 2; 0: never). Errors a retry cannot fix (bad config, missing or corrupt file, "
+                   "non-finite loss) fail at once")
     p.add_argument("--address", default=None, help="the Ray cluster to run on (default: RAY_ADDRESS; without "
                    "either, a new local Ray of this command's own, never one already running on the machine)")
     p.add_argument("--ray-dashboard", action="store_true", help="start the Ray dashboard with a local Ray (off by "
@@ -318,6 +319,14 @@ def _check_trusted(folder: Path) -> None:
 DONE = ("ok", "stopped")  # a trial trained to the end, or was stopped early by the scheduler (a search)
 
 
+def run_folder_name(run_name: str) -> str:
+    """A trial's folder (and config ``run.name``) from its MLflow run name: the one spelling for file names,
+    '+' and '/' as '-' (``VS+VCW+VT+AT_split_00_seed0`` -> ``VS-VCW-VT-AT_split_00_seed0``), as the folders of
+    studies started before MLflow had the '+' name were named: they still resume. The MLflow run name, the tag
+    ``row``, the tables and the console use the row's own label."""
+    return run_name.replace("+", "-").replace("/", "-")
+
+
 def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int], experiment: str,
             replaced: dict, parent: str | None = None) -> list[dict]:
     points = []
@@ -325,9 +334,10 @@ def _points(study: Study, dataset: str, split_files: list[Path], seeds: list[int
     for row, split, seed in itertools.product(study.grid, split_files, seeds):
         overrides = {**study.extra, **replaced, **row, "data.split": str(split), "run.seed": seed}
         row_name = study.row_name(row)
-        name = f"{row_name}_{split.stem}_seed{seed}".replace("+", "-").replace("/", "-")
+        name = run_folder_name(f"{row_name}_{split.stem}_seed{seed}")
         tags = {"study": study.name, "table": study.tables.get(dataset, ""), "dataset": dataset,
                 "row": row_name, "experiment": experiment, **({"study_overrides": note} if note else {}),
+                "mlflow.runName": f"{row_name}_{split.stem}_seed{seed}",  # the row as tags and tables name it
                 "mlflow.source.name": Path(sys.argv[0]).name, **({"mlflow.parentRunId": parent} if parent else {})}
         points.append({"name": name, "overrides": {**overrides, "run.name": name}, "tags": tags})
     return points
@@ -374,52 +384,136 @@ ATTENTION_TRUTH = {"temporal_on_key": "temporal_x_uniform", "spatial_in_box": "s
 
 
 ACCURACIES = ("test_acc", "test_mean_class_acc", "test_polarity_acc")
-STATS_COLUMNS = ["row", "metric", "n", "trials", "missing", "mean", "std"]
+STATS_COLUMNS = ["row", "metric", "n", "trials", "missing", "mean", "std", "ci_low", "ci_high"]
+COMPARED = "test_acc"  # the metric the console table compares between rows
 
 
-def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """The study's numbers, one line per (grid row, metric): mean, std (ddof 1; 0 for a single run) and n over
-    the finished trials (splits x seeds), in the trials' own units: accuracies as fractions (the trials'
-    ``test_acc``...), and on the synthetic set the attention mass on the planted evidence as a ratio to
-    uniform attention (``temporal_x_uniform``, ``spatial_x_uniform``; 1.00 = no better than uniform).
-    The console table, the parent run's metrics and the verdict all read these, never a rounded cell."""
+def _sample(part: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """A row's values indexed by (split, seed), as :mod:`analysis.stats` pairs them."""
+    index = pd.MultiIndex.from_arrays([[Path(str(s)).stem for s in part["data.split"]], part["run.seed"].astype(int)],
+                                      names=["split", "seed"]) if len(part) else \
+        pd.MultiIndex.from_tuples([], names=["split", "seed"])
+    return pd.Series(values.to_numpy(float), index=index).dropna()
+
+
+def _row_samples(frame: pd.DataFrame, study: Study) -> dict[tuple[str, str], pd.Series]:
+    """(row, metric) -> the finished trials' values indexed by (split, seed), in the trials' own units:
+    accuracies as fractions (the trials' ``test_acc``...), and on the synthetic set the attention mass on the
+    planted evidence as a ratio to uniform attention (``temporal_x_uniform``, ``spatial_x_uniform``)."""
     ok = frame[frame["status"] == "ok"]
-    out = []
+    out = {}
     for row in study.grid:
         name = study.row_name(row)
         part = ok[ok["row"] == name]
-        values = {c: part[c].astype(float) if c in part else pd.Series(dtype=float) for c in ACCURACIES}
+        values = {c: part[c].astype(float) if c in part else pd.Series(float("nan"), index=part.index)
+                  for c in ACCURACIES}
         for metric, column in ATTENTION_TRUTH.items():
             if f"test_{metric}" in ok:
                 values[column] = part[f"test_{metric}"].astype(float) / part[f"test_{metric}_uniform"].astype(float)
         for metric, vals in values.items():
-            vals = vals.dropna()
-            out.append({"row": name, "metric": metric, "n": len(vals), "trials": len(part),
-                        "missing": int((frame["row"] == name).sum() - len(part)),
-                        "mean": vals.mean() if len(vals) else float("nan"),
-                        "std": (vals.std(ddof=1) if len(vals) > 1 else 0.0) if len(vals) else float("nan")})
+            out[(name, metric)] = _sample(part, vals)
+    return out
+
+
+def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The study's numbers, one line per (grid row, metric): mean, std (ddof 1; 0 for a single run), n and the
+    95 % Student-t interval of the mean (:func:`analysis.stats.describe`; NaN below 2 runs) over the finished
+    trials (splits x seeds), in the trials' own units: accuracies as fractions (the trials' ``test_acc``...),
+    and on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
+    (``temporal_x_uniform``, ``spatial_x_uniform``; 1.00 = no better than uniform).
+    The console table, the parent run's summary and the verdict all read these, never a rounded cell."""
+    from analysis import stats as st
+
+    out = []
+    for (name, metric), vals in _row_samples(frame, study).items():
+        d = st.describe(vals.to_numpy())
+        trials = int(((frame["row"] == name) & (frame["status"] == "ok")).sum())
+        out.append({"row": name, "metric": metric, "n": d["n"], "trials": trials,
+                    "missing": int((frame["row"] == name).sum() - trials), "mean": d["mean"],
+                    "std": (d["std"] if d["n"] > 1 else 0.0) if d["n"] else float("nan"),
+                    "ci_low": d["ci_low"], "ci_high": d["ci_high"]})
     return pd.DataFrame(out, columns=STATS_COLUMNS)
 
 
-def summary_table(frame: pd.DataFrame, study: Study, stats: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Mean ± std over splits and seeds of the test metrics, one row per grid row: accuracies in %, and
-    on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
-    (1.00 = no better than uniform)."""
+def full_model_row(study: Study) -> str | None:
+    """The grid row with every attention (VS+VCW+VT+AT), when the study has one and other rows besides."""
+    presets = row_presets(study)
+    full = [r for r, p in presets.items() if set(p.split("+")) == {"VS", "VCW", "VT", "AT"}]
+    return full[0] if len(full) == 1 and len(presets) > 1 else None
+
+
+def summary_comparisons(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The console table's comparisons of ``test_acc`` (:mod:`analysis.stats`, in percent points): each row
+    against the full model when the study has one, else against the row above; paired on (split, seed), with
+    the difference's 95 % t interval, the paired t-test p and its Holm correction over these comparisons
+    (``significant``: p_holm < 0.05). Empty for a one-row study."""
+    from analysis import stats as st
+
+    samples = _row_samples(frame, study)
+    names = [study.row_name(r) for r in study.grid]
+    full = full_model_row(study)
+    pairs = [(n, full) for n in names if n != full] if full else list(zip(names[1:], names[:-1]))
+    rows = [st.comparison_row(study.name, row, ref, "acc", COMPARED, st.percent(samples[(row, COMPARED)]),
+                              st.percent(samples[(ref, COMPARED)])) for row, ref in pairs]
+    return st.finish(rows) if rows else pd.DataFrame(columns=st.COLUMNS)
+
+
+def summary_table(frame: pd.DataFrame, study: Study, stats: pd.DataFrame | None = None,
+                  comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean ± std [95 % CI of the mean] over splits and seeds of the test metrics, one row per grid row:
+    accuracies in %, and on the synthetic set the attention mass on the planted evidence as a ratio to uniform
+    attention (1.00 = no better than uniform). With several rows, ``Δ acc`` is the paired accuracy difference
+    against the row named in ``vs`` (:func:`summary_comparisons`) with its 95 % CI, the Holm-corrected p, and
+    † where that is below 0.05 (:func:`summary_note` says it in words)."""
     stats = summary_stats(frame, study) if stats is None else stats
+    comparisons = summary_comparisons(frame, study) if comparisons is None else comparisons
+    by_row = comparisons.set_index("row") if len(comparisons) else None
     out = []
     for name, part in stats.groupby("row", sort=False):
         cells = {"row": name, "n": int(part["trials"].iloc[0]), "missing": int(part["missing"].iloc[0])}
         for _, m in part.iterrows():
-            percent = m["metric"] in ACCURACIES
-            column = m["metric"].removeprefix("test_")
-            cells[column] = _mean_std(m["mean"] * (100 if percent else 1), m["std"] * (100 if percent else 1),
-                                      m["n"], 1 if percent else 2)
+            scale, digits = (100, 1) if m["metric"] in ACCURACIES else (1, 2)
+            cells[m["metric"].removeprefix("test_")] = _cell(m, scale, digits)
+        if by_row is not None:
+            c = by_row.loc[name] if name in by_row.index else None
+            cells["Δ acc [95 % CI], p Holm"] = _delta(c) if c is not None else ""
+            cells["vs"] = c["ref_row"] if c is not None else ""
         out.append(cells)
     return pd.DataFrame(out)
 
 
-def _mean_std(mean: float, std: float, n: int, digits: int) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—"
+def _cell(m, scale: float, digits: int) -> str:
+    if not m["n"]:
+        return "—"
+    text = f"{m['mean'] * scale:.{digits}f} ± {m['std'] * scale:.{digits}f}"
+    if m["ci_low"] == m["ci_low"]:  # an interval needs 2 runs
+        text += f" [{m['ci_low'] * scale:.{digits}f}, {m['ci_high'] * scale:.{digits}f}]"
+    return text
+
+
+def _delta(c) -> str:
+    if not c["n"]:
+        return "no pairs"
+    text = f"{c['diff']:+.1f}"
+    if c["diff_ci_low"] == c["diff_ci_low"]:
+        text += f" [{c['diff_ci_low']:+.1f}, {c['diff_ci_high']:+.1f}]"
+    text += f", p {c['p_holm']:.3f}" if c["p_holm"] == c["p_holm"] else ", p n/a"
+    return text + (" †" if c["significant"] is True else "")
+
+
+def summary_note(comparisons: pd.DataFrame, n_splits: int, n_seeds: int) -> str:
+    """The lines under the console table: what the brackets, Δ and † mean."""
+    from analysis import stats as st
+
+    text = (f"[a, b]: 95 % Student-t interval of the mean over the {n_splits} split(s) x {n_seeds} seed(s) "
+            "(none below 2 runs).")
+    if len(comparisons):
+        text += (f"\nΔ acc: paired difference (row - vs, points) over the (split, seed) points both finished, with its "
+                 f"95 % t interval; p n/a where the differences have no variance or fewer than 2 pairs.\n{st.TEST_NOTE}")
+        unpaired = comparisons[comparisons["unpaired"] > 0]
+        for _, c in unpaired.iterrows():
+            text += f"\n{c['row']} vs {c['ref_row']}: unpaired points left out: {c['unpaired_points']}"
+    return text
 
 
 def row_presets(study: Study) -> dict[str, str]:
@@ -505,8 +599,10 @@ def _close_leftovers(uri: str, train_root: Path, frame: pd.DataFrame) -> None:
 
 # ---- MLflow: one parent run per study, holding its arguments, summary, tables and figures ------------
 def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, state: dict | None,
-                n_points: int, n_splits: int) -> str:
-    """The study's parent run (created once, its id kept in study.json; RUNNING while the study runs)."""
+                n_points: int, split_files: list[Path], points: list[dict] | None = None) -> str:
+    """The study's parent run (created once, its id kept in study.json; RUNNING while the study runs): its
+    params are what every trial shares (:func:`shared_settings`), its description (:func:`study_description`)
+    says what the study is and what its rows differ in."""
     import getpass
 
     from mlflow.entities import Param
@@ -519,53 +615,146 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
             return state["parent_run_id"]
         except Exception:  # noqa: BLE001 - deleted: make a new one
             pass
-    rows = [study.row_name(r) for r in study.grid]
-    seeds = [x for x in str(args.seeds).split(",") if x]
-    grid = (f"{len(rows)} row(s) ({', '.join(rows)}) x {n_splits} split(s) x {len(seeds)} seed(s) ({', '.join(seeds)})"
-            if getattr(args, "search", None) != "optuna" else f"{n_points} searched configurations on 1 split")
-    words = (f"{study.name} study on {args.dataset} (paper table {study.tables.get(args.dataset, '-')}): "
-             f"{n_points} trials = {grid}; {base.optim.epochs} epochs each. "
-             f"Command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}. "
-             "Summary metrics: <metric>/<row> is the mean over the row's trials of their <metric> (accuracies as "
-             "fractions, as in each trial's run), <metric>_std/<row> its std"
-             + ("; temporal_x_uniform / spatial_x_uniform: attention mass on the planted evidence (key segments, "
-                "evidence box) divided by what uniform attention gives, 1 = no better than uniform"
-                if args.dataset == "synth" else ""))
+    shared, differences = shared_settings(study, base, points or [])
+    words = study_description(study, args, base, n_points, split_files, differences)
     run = client.create_run(
         client.get_experiment_by_name(experiment).experiment_id, run_name=f"{study.name} study ({args.dataset})",
         tags={"role": "study", "study_name": study.name, "dataset": args.dataset, "mlflow.note.content": words,
               "mlflow.user": getpass.getuser(), "mlflow.source.name": Path(sys.argv[0]).name,
               "mlflow.source.type": "LOCAL", **({"mlflow.source.git.commit": git_commit()} if git_commit() else {})})
+    rows = [study.row_name(r) for r in study.grid]
     params = {"study": study.name, "dataset": args.dataset, "rows": " | ".join(rows)[:6000], "trials": n_points,
-              "splits": args.splits or "default", "seeds": args.seeds, "quick": args.quick, **base.flat()}
-    items = [Param(k, str(v)[:6000]) for k, v in params.items() if k != "data.split"]
+              "splits": len(split_files), "seeds": args.seeds, "quick": args.quick, **shared}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100])
     return run.info.run_id
 
 
-def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
-                  reported: bool) -> str:
-    """Summary metrics ``<metric>/<row>`` and ``<metric>_std/<row>`` (unrounded, in the trials' units: the
-    same ``test_acc`` as each child run, a fraction), the reports as artifacts, and the study's status."""
-    import re
+SEARCHED = ("optim.lam", "optim.lr")  # what the Optuna search samples per trial
 
-    from mlflow.entities import Metric
+
+def shared_settings(study: Study, base: Config, points: list[dict]) -> tuple[dict, dict[str, dict]]:
+    """(the settings every trial shares, as flat ``section.key`` params; each row's settings that differ
+    between rows). A trial's own keys (split, seed, name) differ between trials and are in neither; a model
+    without a pixel normalization set uses the model's default, named as such. A search (no points) shares
+    its fixed overrides; the searched keys are left out."""
+    from ..models.vaanet import DEFAULT_PIXEL_NORMALIZATION
+
+    def flat(overrides: dict) -> dict:
+        config = with_overrides(base, overrides)
+        cfg = {"model.preset": config.model.preset or "(none: switches as listed)", **config.flat()}
+        if cfg.get("model.pixel_normalization") is None:
+            cfg["model.pixel_normalization"] = f"{DEFAULT_PIXEL_NORMALIZATION} (the model's default)"
+        return cfg
+
+    if not points:
+        fixed = flat(study.extra)
+        return {k: v for k, v in fixed.items() if k not in SEARCHED + ("data.split", "run.seed", "run.name")}, {}
+    trials = [flat(p["overrides"]) for p in points]
+    own = ("data.split", "run.seed", "run.name")  # a trial's own, even where one split or seed makes them equal
+    shared = {k: v for k, v in trials[0].items() if k not in own and all(t.get(k) == v for t in trials[1:])}
+    by_row: dict[str, dict] = {}
+    for p, t in zip(points, trials):
+        by_row.setdefault(p["tags"]["row"], t)
+    varying = [k for k in trials[0] if k not in shared and k not in own
+               and len({repr(t.get(k)) for t in by_row.values()}) > 1]
+    return shared, {row: {k: t.get(k) for k in varying} for row, t in by_row.items()}
+
+
+def study_description(study: Study, args, base: Config, n_points: int, split_files: list[Path],
+                      differences: dict[str, dict]) -> str:
+    """The parent run's description (Markdown, as MLflow renders ``mlflow.note.content``): the command with its
+    arguments, the grid, the splits and seeds, the rows' differences, and where the summary is. No text in
+    angle brackets outside the code block (Markdown would read it as HTML and drop it)."""
+    import shlex
+
+    rows = [study.row_name(r) for r in study.grid]
+    seeds = [x for x in str(args.seeds).split(",") if x]
+    table = study.tables.get(args.dataset, "")
+    lines = [f"**{study.name}** study on **{args.dataset}**" + (f" (paper table {table})" if table else "") + ".", "",
+             "Command:", "", "```", shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "```", ""]
+    if getattr(args, "search", None) == "optuna":
+        lines.append(f"Grid: {n_points} configurations searched (Optuna TPE over {', '.join(SEARCHED)}, ASHA) on "
+                     f"split {split_files[0].stem}, seed {seeds[0] if seeds else '0'}; up to {base.optim.epochs} "
+                     "epochs each.")
+    else:
+        lines.append(f"Grid: {n_points} trials = {len(rows)} row(s) ({', '.join(rows)}) x {len(split_files)} "
+                     f"split(s) x {len(seeds)} seed(s); {base.optim.epochs} epoch(s) each.")
+        lines += ["", f"Splits: {', '.join(f.stem for f in split_files)}. Seeds: {', '.join(seeds)}."]
+    if args.dataset == "synth":
+        lines += ["", "Data set: the generated synthetic set (tag `dataset=synth`); it uses the VE-8 class list, "
+                  "hence the param `data.dataset=ve8`."]
+    keys = list(next(iter(differences.values()), {}))
+    if keys:  # a one-row study has nothing that differs between rows
+        lines += ["", "What the rows differ in (everything else is the same in every trial: the params):", "",
+                  "| row | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {row} | " + " | ".join(str(v) for v in d.values()) + " |" for row, d in differences.items()]
+    lines += ["", "Summary: `summary.json` (the closing table as printed: mean ± std [95 % CI] per row, the paired "
+              "accuracy comparisons with Holm-corrected p, † significant), `summary_stats.json` and "
+              "`comparisons.json` (unrounded), `reports/` (the paper tables, their `_stats.csv` files, figures). "
+              "Metrics: `test_acc` (mean over trials, a fraction as in each trial), `test_acc_std`, "
+              "`test_acc_ci_low`/`_ci_high` of the row in the tag `headline_row` (the full model, else the best)."]
+    if args.dataset == "synth":
+        lines += ["", "temporal_x_uniform / spatial_x_uniform: attention mass on the planted evidence (key segments, "
+                  "evidence box) divided by what uniform attention gives; 1 = no better than uniform."]
+    return "\n".join(lines) + "\n"
+
+
+def _close_parent(uri: str, parent: str, stats: pd.DataFrame, frame: pd.DataFrame, report_dir: Path,
+                  reported: bool, summary: tuple | None = None) -> str:
+    """The study's summary in one place: the console table as MLflow shows tables (``summary.json``, the cells
+    as printed) with its unrounded numbers beside it (``summary_stats.json``, in the trials' units;
+    ``comparisons.json``, in percent points), a handful of headline metrics, the reports as artifacts, and the
+    study's status. Headline metrics (no row name in a key: MLflow refuses '+' in metric names): ``test_acc``,
+    ``test_acc_std``, ``test_acc_ci_low`` / ``_ci_high`` of the headline row (tag ``headline_row``: the full
+    model, else the only row, else the row with the best mean), as fractions like each trial's ``test_acc``
+    (the runs list shows parent and trials in one column); ``trials_finished``, ``trials_total``; and
+    ``comparisons_significant`` (the † of the table). Every comparison's diff and p_holm are in
+    ``comparisons.json`` and ``reports/*_stats.csv``, not metrics: one metric per comparison was the flood of
+    one-bar charts the UI opened with."""
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    ts, metrics = int(time.time() * 1000), []
-    for _, m in stats[stats["n"] > 0].iterrows():  # MLflow refuses '+' in a name; its UI groups by prefix
-        row = re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", m["row"])
-        metrics += [Metric(f"{m['metric']}/{row}", float(m["mean"]), ts, 0),
-                    Metric(f"{m['metric']}_std/{row}", float(m["std"]), ts, 0)]
-    for i in range(0, len(metrics), 200):
-        client.log_batch(parent, metrics=metrics[i:i + 200])
+    ts = int(time.time() * 1000)
+    metrics = [Metric("trials_finished", float((frame["status"] == "ok").sum()), ts, 0),
+               Metric("trials_total", float(len(frame)), ts, 0)]
+    if summary is not None:
+        table, comparisons, full = summary
+        _log_table(client, parent, table, "summary.json")
+        _log_table(client, parent, stats, "summary_stats.json")
+        if len(comparisons):
+            _log_table(client, parent, comparisons, "comparisons.json")
+            metrics.append(Metric("comparisons_significant", float((comparisons["significant"] == True).sum()),  # noqa: E712
+                                  ts, 0))
+        acc = stats[(stats["metric"] == COMPARED) & (stats["n"] > 0)]
+        if len(acc):
+            head = acc[acc["row"] == full] if full in set(acc["row"]) else acc.loc[[acc["mean"].idxmax()]]
+            h = head.iloc[0]
+            metrics += [Metric(f"{COMPARED}{suffix}", float(h[col]), ts, 0) for suffix, col in
+                        (("", "mean"), ("_std", "std"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))
+                        if h[col] == h[col]]
+            client.log_batch(parent, tags=[RunTag("headline_row", str(h["row"]))])
+    client.log_batch(parent, metrics=metrics)
     client.log_artifacts(parent, str(report_dir), "reports")
     status = "FINISHED" if reported and (frame["status"].isin(DONE)).all() else (
         "FAILED" if (frame["status"] == "error").any() else "KILLED")
     client.set_terminated(parent, status)
     return status
+
+
+def _log_table(client, run_id: str, table: pd.DataFrame, name: str) -> None:
+    """``client.log_table`` the first time; a rerun of the study replaces the file in the same format
+    (``log_table`` would append the rerun's rows to the old ones)."""
+    import tempfile
+
+    if name not in {a.path for a in client.list_artifacts(run_id)}:
+        client.log_table(run_id, data=table, artifact_file=name)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_json(Path(tmp) / name, orient="split", index=False, date_format="iso")  # log_table's own format
+        client.log_artifact(run_id, str(Path(tmp) / name))
 
 
 def _ui_link(uri: str, experiment: str, parent: str) -> str:
@@ -752,7 +941,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     def open_parent() -> str:  # only once the request is accepted: a refused command leaves nothing open
         ensure_experiment(base.run.mlflow_uri, experiment)
         parent = _parent_run(base.run.mlflow_uri, experiment, study, args, base, state, len(points) or args.samples,
-                             len(split_files))
+                             split_files, points)
         output.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"request": request, "parent_run_id": parent}, indent=1))
         return parent
@@ -794,10 +983,13 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     report_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(report_dir / "trials.csv", index=False)
     stats = summary_stats(frame, study)
-    table = summary_table(frame, study, stats)
-    print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std over {len(split_files)} split(s) x "
-          f"{len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
+    comparisons = summary_comparisons(frame, study)
+    table = summary_table(frame, study, stats, comparisons)
+    table.to_csv(report_dir / "summary.csv", index=False)
+    print(f"\n{study.name} on {args.dataset}: test metrics in %, mean ± std [95 % CI] over {len(split_files)} "
+          f"split(s) x {len(seeds)} seed(s)  [{time.time() - start:.0f} s]")
     print(table.to_string(index=False))
+    print(summary_note(comparisons, len(split_files), len(seeds)))
     verdict = attention_verdict(stats, presets=row_presets(study), chance=1.0 / base.model.num_classes)
     if verdict:
         print(verdict)
@@ -817,13 +1009,14 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
             MlflowClient(base.run.mlflow_uri).set_terminated(parent, "KILLED")
         raise
     if parent:
-        _finish_parent(base.run.mlflow_uri, experiment, parent, stats, frame, report_dir)
+        _finish_parent(base.run.mlflow_uri, experiment, parent, stats, frame, report_dir,
+                       summary=(table, comparisons, full_model_row(study)))
     return frame
 
 
-def _finish_parent(uri, experiment, parent, stats, frame, report_dir) -> None:
+def _finish_parent(uri, experiment, parent, stats, frame, report_dir, summary=None) -> None:
     try:
-        status = _close_parent(uri, parent, stats, frame, report_dir, frame.attrs.get("reported", True))
+        status = _close_parent(uri, parent, stats, frame, report_dir, frame.attrs.get("reported", True), summary)
         print(f"MLflow: study run {parent} {status}; {_ui_link(uri, experiment, parent)}")
     except Exception as e:  # noqa: BLE001 - the tables are on disk; say what could not be recorded
         print(f"WARNING: the study's MLflow parent run was not completed ({type(e).__name__}: {str(e)[:200]})",
