@@ -111,7 +111,8 @@ def code_version() -> str:
 # to. A run's saved config.yaml leaves them out, and `vaanet train` drops them from a trial's config, so that a
 # run retrained from a trial's config is a run of its own: never a silent replacement of that trial in the
 # study's tables (analysis keeps the latest finished run per study point).
-STUDY_TAGS = ("study", "table", "row", "experiment", "study_overrides", "mlflow.parentRunId", "mlflow.source.name")
+STUDY_TAGS = ("study", "table", "row", "experiment", "study_overrides", "mlflow.parentRunId", "mlflow.source.name",
+              "mlflow.runName")
 
 
 def without_study_tags(cfg):
