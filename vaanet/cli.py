@@ -94,6 +94,36 @@ def _estimate(a):
     print(cache_disk_report())
 
 
+# ---- vaanet verify (issue 29) ----
+def _verify(a):
+    from .verify import Refused, verify
+
+    try:
+        result = verify(a.run, a.mlflow_uri, a.epochs, a.scratch, a.tolerance)
+    except Refused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    print(result.table())
+    print("reproduced: every compared metric within the required difference" if result.ok else
+          f"NOT reproduced: {', '.join(result.failed)}")
+    return 0 if result.ok else 1
+
+
+def _add_verify(sub) -> None:
+    from .verify import DEFAULT_TOLERANCE
+
+    s = sub.add_parser("verify", help="retrain a run from its record and compare every metric it logged")
+    s.add_argument("run", help="an MLflow run id, or a run folder")
+    s.add_argument("--mlflow-uri", default=None, help="tracking URI of the run id (default: sqlite:///mlflow.db here)")
+    s.add_argument("--epochs", type=int, default=None, help="verify the first N epochs only (cheap)")
+    s.add_argument("--scratch", default=None, help="folder to retrain in (default: a temporary one, removed after)")
+    s.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"allowed difference, relative (absolute below 1), where the run is not deterministic on its "
+                        f"device (a GPU; default {DEFAULT_TOLERANCE:g}); on a CPU the metrics must be identical")
+    s.set_defaults(func=_verify)
+# ---- end vaanet verify ----
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.frames import FORMATS as FRAME_FORMATS
     from .data.synth import SynthConfig
@@ -174,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--write-gbps", type=float, default=1.0,
                    help="checkpoint write bandwidth of the run storage in GB/s assumed for checkpoint time (default 1)")
     s.set_defaults(func=_estimate)
+    _add_verify(sub)
     return p
 
 
