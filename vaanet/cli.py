@@ -92,9 +92,11 @@ def _estimate(a):
     print(report(cfg.model, epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
     print(checkpoint_report(cfg.model, epochs, cfg.run.checkpoint_every, a.tflops, a.write_gbps))
     print(cache_disk_report())
+    if a.calibrate:
+        _calibrate(a, cfg, epochs)
 
 
-# ---- vaanet verify (issue 29) ----
+# ---- vaanet verify and estimate --calibrate (issue 29) ----
 def _verify(a):
     from .verify import Refused, verify
 
@@ -121,7 +123,22 @@ def _add_verify(sub) -> None:
                    help=f"allowed difference, relative (absolute below 1), where the run is not deterministic on its "
                         f"device (a GPU; default {DEFAULT_TOLERANCE:g}); on a CPU the metrics must be identical")
     s.set_defaults(func=_verify)
-# ---- end vaanet verify ----
+
+
+def _calibrate(a, cfg, epochs) -> None:
+    from .estimate import calibrate, calibrated_report
+
+    print(calibrated_report(calibrate(cfg, steps=a.steps), cfg.model, epochs, a.concurrent, a.nodes, a.tflops,
+                            cfg.data.audio_frames))
+
+
+def _add_calibrate(s) -> None:
+    s.add_argument("--calibrate", action="store_true", help="time a few real training steps of the config on this "
+                   "machine (GPU when present, else CPU) and project each study's wall time and device-hours")
+    s.add_argument("--steps", type=int, default=3, help="training steps timed by --calibrate (after one warm-up)")
+    s.add_argument("--concurrent", type=int, default=1, help="runs at once per node, for --calibrate's wall time")
+    s.add_argument("--nodes", type=int, default=1, help="nodes, for --calibrate's wall time")
+# ---- end vaanet verify / estimate --calibrate ----
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint write bandwidth of the run storage in GB/s assumed for checkpoint time (default 1)")
     s.set_defaults(func=_estimate)
     _add_verify(sub)
+    _add_calibrate(sub.choices["estimate"])
     return p
 
 
