@@ -111,6 +111,53 @@ def _estimate(a):
     print(report(cfg.model, epochs, a.gpu_memory, a.tflops, cfg.data.audio_frames))
     print(checkpoint_report(cfg.model, epochs, cfg.run.checkpoint_every, a.tflops, a.write_gbps))
     print(cache_disk_report())
+    if a.calibrate:
+        _calibrate(a, cfg, epochs)
+
+
+# ---- vaanet verify and estimate --calibrate (issue 29) ----
+def _verify(a):
+    from .verify import Refused, verify
+
+    try:
+        result = verify(a.run, a.mlflow_uri, a.epochs, a.scratch, a.tolerance)
+    except Refused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    print(result.table())
+    print("reproduced: every compared metric within the required difference" if result.ok else
+          f"NOT reproduced: {', '.join(result.failed)}")
+    return 0 if result.ok else 1
+
+
+def _add_verify(sub) -> None:
+    from .verify import DEFAULT_TOLERANCE
+
+    s = sub.add_parser("verify", help="retrain a run from its record and compare every metric it logged")
+    s.add_argument("run", help="an MLflow run id, or a run folder")
+    s.add_argument("--mlflow-uri", default=None, help="tracking URI of the run id (default: sqlite:///mlflow.db here)")
+    s.add_argument("--epochs", type=int, default=None, help="verify the first N epochs only (cheap)")
+    s.add_argument("--scratch", default=None, help="folder to retrain in (default: a temporary one, removed after)")
+    s.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"allowed difference, relative (absolute below 1), where the run is not deterministic on its "
+                        f"device (a GPU; default {DEFAULT_TOLERANCE:g}); on a CPU the metrics must be identical")
+    s.set_defaults(func=_verify)
+
+
+def _calibrate(a, cfg, epochs) -> None:
+    from .estimate import calibrate, calibrated_report
+
+    print(calibrated_report(calibrate(cfg, steps=a.steps), cfg.model, epochs, a.concurrent, a.nodes, a.tflops,
+                            cfg.data.audio_frames))
+
+
+def _add_calibrate(s) -> None:
+    s.add_argument("--calibrate", action="store_true", help="time a few real training steps of the config on this "
+                   "machine (GPU when present, else CPU) and project each study's wall time and device-hours")
+    s.add_argument("--steps", type=int, default=3, help="training steps timed by --calibrate (after one warm-up)")
+    s.add_argument("--concurrent", type=int, default=1, help="runs at once per node, for --calibrate's wall time")
+    s.add_argument("--nodes", type=int, default=1, help="nodes, for --calibrate's wall time")
+# ---- end vaanet verify / estimate --calibrate ----
 
 
 def _configs() -> str:
@@ -212,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--write-gbps", type=float, default=1.0,
                    help="checkpoint write bandwidth of the run storage in GB/s assumed for checkpoint time (default 1)")
     s.set_defaults(func=_estimate)
+    _add_verify(sub)
+    _add_calibrate(sub.choices["estimate"])
     return p
 
 

@@ -173,3 +173,130 @@ def cache_disk_report(short_side: int = 128, fps: float = CACHE_FPS) -> str:
         lines.append(f"  {fmt:<8}{ratio:>6.1f}x{bytes_per_video_hour(fmt, short_side, fps) / 1e9:>15.2f}"
                      + "".join(f"{cache_disk(d, fmt, short_side, fps) / 1e9:>10.0f}" for d in VIDEOS))
     return "\n".join(lines)
+
+
+# ---- calibrated on the machine at hand (`vaanet estimate --calibrate`, issue 29) ---------------------------
+@dataclass
+class Calibration:
+    """Seconds per video measured on this machine for one configuration: a training step's share (data
+    loading, forward, backward, optimiser step) and an evaluation pass's share (data loading, forward)."""
+    device: str
+    train_s: float  # per training video
+    eval_s: float  # per held-out video (validation each epoch, test once)
+    videos: dict[str, int] | None = None  # the config's own split: train / val / test videos, when its data exist
+
+
+def calibrate(cfg, steps: int = 3, eval_batches: int = 2) -> Calibration:
+    """Time ``steps`` real training steps of ``cfg`` (a :class:`vaanet.config.Config`), after one warm-up step,
+    and ``eval_batches`` evaluation batches, on the GPU when there is one, else the CPU; on the config's own
+    data when its cache and split exist (so loading is timed too), else on random inputs of its shapes."""
+    import itertools
+    import time
+    from pathlib import Path
+
+    from .losses import PCCELoss
+    from .models.vaanet import build_model
+    from .train.loop import _loaders
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp = torch.bfloat16 if (device.type == "cuda" and cfg.run.bf16) else None
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(replace(cfg.model, visual_weights=None, audio_weights=None)).to(device).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
+    criterion = PCCELoss(cfg.data.classes, lam=cfg.optim.effective_lambda).to(device)
+    micro = min(cfg.optim.micro_batch or cfg.optim.batch_size, cfg.optim.batch_size)
+    accumulate = -(-cfg.optim.batch_size // micro)
+    videos = None
+    if (Path(cfg.data.cache) / "index.csv").is_file() and Path(cfg.data.split).is_file():
+        loaders, _, accumulate = _loaders(cfg, 0, 1, pin=device.type == "cuda")
+        videos = {k: len(v.dataset) for k, v in loaders.items()}
+        train, held_out = itertools.cycle(loaders["train"]), itertools.cycle(loaders["val"])
+    else:  # random inputs of the config's shapes
+        m = cfg.model
+        fake = {"label": torch.randint(0, m.num_classes, (micro,))}
+        if m.visual:
+            fake["visual"] = torch.randn(micro, m.segments, 3, m.frames, m.crop_size, m.crop_size)
+        if m.audio:
+            fake["audio"] = torch.randn(micro, m.segments, 1, cfg.data.audio_frames, 32)
+        train = held_out = itertools.repeat(fake)
+
+    def forward(batch):
+        visual = batch["visual"].to(device) if "visual" in batch else None
+        audio = batch["audio"].to(device) if "audio" in batch else None
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            return model(visual, audio).logits, batch["label"].to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step() -> int:
+        optimizer.zero_grad(set_to_none=True)
+        seen = 0
+        for batch in itertools.islice(train, accumulate):
+            logits, target = forward(batch)
+            criterion(logits.float(), target).backward()
+            seen += len(target)
+        optimizer.step()
+        return seen
+
+    step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
+    sync()
+    t0, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        seen += step()
+    sync()
+    train_s = (time.perf_counter() - t0) / seen
+    model.eval()
+    with torch.no_grad():
+        forward(next(held_out))  # warm-up
+        sync()
+        t0, seen = time.perf_counter(), 0
+        for batch in itertools.islice(held_out, eval_batches):
+            seen += len(forward(batch)[1])
+        sync()
+    return Calibration(device.type, train_s, (time.perf_counter() - t0) / seen, videos)
+
+
+def run_seconds(cal: Calibration, epochs: int, train: float, val: float, test: float) -> float:
+    """One run: every epoch trains on ``train`` videos and validates on ``val``; the test follows once."""
+    return epochs * (train * cal.train_s + val * cal.eval_s) + test * cal.eval_s
+
+
+def projection(run_s: float, runs: int, concurrent: int, nodes: int = 1) -> tuple[float, float]:
+    """(wall seconds, device-hours) of ``runs`` runs of ``run_s`` seconds, ``concurrent`` at once on each of
+    ``nodes`` nodes: they go in waves of ``concurrent x nodes``; each run holds one device while it trains."""
+    waves = -(-runs // (concurrent * nodes))
+    return waves * run_s, runs * run_s / 3600
+
+
+def _hms(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def calibrated_report(cal: Calibration, cfg: ModelConfig, epochs: int, concurrent: int, nodes: int,
+                      sustained_tflops: float, audio_frames: int = 256) -> str:
+    """Each table's wall time and device-hours from the measured seconds per video, beside the FLOP-based
+    GPU-hours at ``sustained_tflops``; first the config's own split (one run), when its data exist."""
+    flop = gpu_hours(count_complexity(cfg, audio_frames=audio_frames).gflops, epochs, sustained_tflops)
+    lines = [f"calibrated on this machine ({cal.device}): {cal.train_s:.3f} s per training video, {cal.eval_s:.3f} s per "
+             f"held-out video; {epochs} epochs, {concurrent} run(s) at once on each of {nodes} node(s)",
+             f"  {'study':<45}{'runs':>6}{'per run':>10}{'wall':>10}{'device-h':>10}{'FLOP-based GPU-h':>18}"]
+    if cal.videos:
+        v = cal.videos
+        run_s = run_seconds(cal, epochs, v["train"], v["val"], v["test"])
+        wall, dev_h = projection(run_s, 1, concurrent, nodes)
+        lines.append(f"  {'this config, 1 run of its split':<45}{1:>6}{_hms(run_s):>10}{_hms(wall):>10}{dev_h:>10.2f}"
+                     f"{'':>18}")
+    for table, runs in {**TABLE_RUNS, "all tables (distinct runs)": DISTINCT}.items():
+        n_runs = sum(r for _, r in runs)
+        seconds = sum(r * run_seconds(cal, epochs, VIDEOS[d] * TRAIN_SHARE[d], 0, 0)
+                      + r * epochs * VIDEOS[d] * (1 - TRAIN_SHARE[d]) * cal.eval_s for d, r in runs)
+        run_s = seconds / n_runs
+        wall, dev_h = projection(run_s, n_runs, concurrent, nodes)
+        lines.append(f"  {table:<45}{n_runs:>6}{_hms(run_s):>10}{_hms(wall):>10}{dev_h:>10.1f}{flop[table]:>18.1f}")
+    return "\n".join(lines)

@@ -233,7 +233,7 @@ class Tracker:
         except Exception as e:  # noqa: BLE001
             self._lose(e)
 
-    def start(self, params: dict, tags: dict) -> None:
+    def _send_start(self, params: dict, tags: dict) -> None:
         from mlflow.entities import Param, RunTag
 
         self.sent["params"] = {k: str(v)[:6000] for k, v in params.items()}
@@ -243,6 +243,27 @@ class Tracker:
         for i in range(0, len(params), 100):
             self._try("log_batch", self.run_id, params=params[i:i + 100])
         self._try("log_batch", self.run_id, tags=tags)
+
+    def start(self, params: dict, tags: dict) -> None:
+        """The run's params and tags, with its environment record (:mod:`vaanet.train.environment`): ``environment.json``
+        (and ``git_diff.patch`` when the tree is dirty) in the run folder and as artifacts, its gist as ``env.*``
+        params and ``dirty`` / ``precision`` / ``deterministic`` tags. The device and precision are those of
+        ``params`` (``device``, ``run.bf16``: what the loop trains with)."""
+        from . import environment
+
+        try:
+            git = environment.git_state()
+            record = environment.collect(str(params.get("device", "cpu")), bool(params.get("run.bf16")),
+                                         params.get("run.seed"), params.get("data.split"), params.get("data.cache"), git)
+            env_params, env_tags = environment.summary(record)
+            paths = environment.write(self.out_dir, record, git["diff"])
+        except Exception as e:  # noqa: BLE001 - a record that cannot be collected must not stop training
+            print(f"note: environment record incomplete ({type(e).__name__}: {e})", file=sys.stderr)
+            env_params, env_tags, paths = {}, {}, []
+        self._send_start({**params, **env_params}, {**tags, **env_tags})
+        for path in paths:
+            self.sent["artifacts"].append([str(path), None])
+            self._try("log_artifact", self.run_id, str(path))
 
     def log_metrics(self, metrics: dict[str, float], step: int, replace: bool = False) -> None:
         """Log to the run folder and MLflow. A value MLflow already has for this step (a resumed run
@@ -329,6 +350,28 @@ class Tracker:
             (self.out_dir / PENDING_FILE).write_text(json.dumps({"run_id": self.run_id, **self.sent}, indent=1))
             print(f"WARNING: MLflow still unreachable; {self.out_dir / PENDING_FILE} keeps what to send "
                   "(the study driver re-sends it, or call vaanet.train.tracking.replay_pending)", file=sys.stderr)
+
+
+def record_environment(client, run_id: str, cfg) -> None:
+    """The environment record of a run created outside :class:`Tracker` (a study's parent run): the driver's
+    device, ``cfg``'s (a :class:`vaanet.config.Config`) precision, seed and data, logged as :meth:`Tracker.start`
+    logs a trial's."""
+    import tempfile
+
+    import torch
+    from mlflow.entities import Param, RunTag
+
+    from . import environment
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    git = environment.git_state()
+    record = environment.collect(device, cfg.run.bf16, cfg.run.seed, cfg.data.split, cfg.data.cache, git)
+    params, tags = environment.summary(record)
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    with tempfile.TemporaryDirectory(prefix="vaanet-env-") as tmp:
+        for path in environment.write(tmp, record, git["diff"]):
+            client.log_artifact(run_id, str(path))
 
 
 def _replay(client, run_id: str, out_dir: Path, sent: dict) -> int:

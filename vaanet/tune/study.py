@@ -628,6 +628,7 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100])
+    __import__("vaanet.train.tracking", fromlist=["_"]).record_environment(client, run.info.run_id, base)  # issue 29
     return run.info.run_id
 
 
