@@ -34,7 +34,8 @@ from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_c
 from ..train.loop import RESUME_RUN_KEYS
 from ..train.ray_cluster import init_ray
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import (check_reachable, complete_finished_run, ensure_experiment, git_commit, replay_pending,
+from ..train.tracking import (check_reachable, complete_finished_run, ensure_experiment, git_commit, record_environment,
+                              replay_pending,
                               run_id_of)
 from ..faults import hold
 from ..signals import exit_code, graceful_stop, sigterm_as_ctrl_c, terminated
@@ -628,7 +629,7 @@ def _parent_run(uri: str, experiment: str, study: Study, args, base: Config, sta
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100])
-    __import__("vaanet.train.tracking", fromlist=["_"]).record_environment(client, run.info.run_id, base)  # issue 29
+    record_environment(client, run.info.run_id, base)  # the environment the study ran in, once
     return run.info.run_id
 
 
