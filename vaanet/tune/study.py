@@ -34,9 +34,8 @@ from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_c
 from ..train.loop import RESUME_RUN_KEYS
 from ..train.ray_cluster import init_ray
 from ..train.ray_train import make_trainer, resolve_paths
-from ..train.tracking import (check_reachable, complete_finished_run, ensure_experiment, git_commit, record_environment,
-                              replay_pending,
-                              run_id_of)
+from ..train.tracking import (check_reachable, complete_finished_run, ensure_experiment, git_commit,
+                              record_environment, replay_pending, run_id_of)
 from ..faults import hold
 from ..signals import exit_code, graceful_stop, sigterm_as_ctrl_c, terminated
 from .progress import StudyProgress
