@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .credentials import take_credentials
 from .data.dataset import SamplingConfig
 from .losses import DATASET_CLASSES
 from .models.vaanet import ModelConfig
@@ -94,8 +95,6 @@ class RunConfig:
 
     def __post_init__(self):
         if self.mlflow_uri:  # credentials never live in a config (params, checkpoints, Tune's files)
-            from .train.tracking import take_credentials
-
             self.mlflow_uri = take_credentials(self.mlflow_uri)
         for key in ("name", "experiment"):  # both become folder names under run.output
             check_name(getattr(self, key), f"run.{key}")

@@ -19,23 +19,7 @@ import time
 from pathlib import Path
 
 import vaanet
-
-
-def take_credentials(uri: str) -> str:
-    """``http://user:pass@host`` -> ``http://host``, the user and password moved to MLflow's own
-    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of this process (Ray workers started from it
-    inherit them). The URI without user-info is what configs, params, checkpoints and logs hold."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return uri
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
-    if password:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
-    return urlunsplit(parts._replace(netloc=host))
+from ..credentials import take_credentials  # noqa: F401  (its home before vaanet.credentials)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
