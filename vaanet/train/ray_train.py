@@ -41,7 +41,7 @@ def make_trainer(cfg: Config, workers: int = 1, gpus: int = 0, cpus_per_worker: 
     """The TorchTrainer for one run (also used by the Tune studies). ``workers=0`` is Ray Train's local
     mode: the train function runs in the calling process, which holds the resources itself; the run
     folder keeps its checkpoints (``<run>/checkpoints/last``) and ``local_hooks`` (``on_report``,
-    ``stop``: see :class:`vaanet.train.loop.LocalSession`) connect it to a Tune trial."""
+    ``stop``: see :class:`vaanet.train.session.LocalSession`) connect it to a Tune trial."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
