@@ -33,6 +33,7 @@ class StudyProgress(Callback):
         self.running: dict[str, float] = {}  # trial name -> start time
         self.finished: list[float] = []  # durations of the trials finished in this run
         self.failed = 0
+        self.stopped = 0  # trials the study's stop ended before their end (a rerun with --resume continues them)
         self.reported: set[str] = set()  # trials whose test result was printed (on_trial_complete skips them)
         self.best: dict[str, float] = {}  # row -> best validation accuracy so far
 
@@ -45,14 +46,14 @@ class StudyProgress(Callback):
 
     def _line(self, news: str = "") -> str:
         done = self.done_before + len(self.finished)
-        pending = self.total - done - len(self.running) - self.failed
+        pending = self.total - done - len(self.running) - self.failed - self.stopped
         eta = "?"
         if self.finished:
             mean = sum(self.finished) / len(self.finished)
             eta = _clock(mean * (max(pending, 0) + len(self.running) / 2) / self.concurrent)
         best = "  ".join(f"{row} {acc:.3f}" for row, acc in self.best.items())
         return (f"study: {done}/{self.total} trials done, {len(self.running)} running, {max(pending, 0)} pending, "
-                f"{self.failed} failed | {_clock(time.time() - self.start)} elapsed, ETA {eta}"
+                f"{self.failed} failed{f', {self.stopped} stopped' if self.stopped else ''} | {_clock(time.time() - self.start)} elapsed, ETA {eta}"
                 + (f" | {news}" if news else "") + (f" | best val acc: {best}" if best else ""))
 
     def _print(self, text: str) -> None:
@@ -70,7 +71,12 @@ class StudyProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name, row = self._name(trial)
-        if "train_loss" in result and "epoch" in result:
+        if result.get("stopped"):  # the study is stopping (SIGTERM): checkpointed, or not started
+            self.running.pop(name, None)
+            self.stopped += 1
+            self.reported.add(name)
+            self._print(self._line(f"[{name}] stopped"))
+        elif "train_loss" in result and "epoch" in result:
             self.best[row] = max(self.best.get(row, 0.0), float(result.get("val_acc", 0.0)))
             epoch = (f"[{name}] epoch {int(result['epoch'])}: train loss {result['train_loss']:.4f} "
                      f"acc {result['train_acc']:.3f} | val acc {result['val_acc']:.3f} "

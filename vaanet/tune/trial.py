@@ -89,7 +89,7 @@ class LocalTrial(tune.Trainable):
 
     def step(self) -> dict:
         if self.thread is None:
-            return {"done": True}
+            return {"done": True, "stopped": True}
         while True:
             try:
                 kind, value, done = self.reports.get(timeout=0.5)
@@ -103,7 +103,7 @@ class LocalTrial(tune.Trainable):
         if kind == "end":  # ended without a final report: an already finished run reran as a no-op
             return {"done": True}
         if isinstance(value, Stopped):
-            return {"done": True}
+            return {"done": True, "stopped": True}
         if is_deterministic(value):
             _give_up(self.folder, value)
             return {"done": True, "error": first_line(value)}
