@@ -129,7 +129,7 @@ def write_reports(experiment: str | list[str], uri: str | None = None, out: str 
         classes = list(DATASET_CLASSES["e6" if dataset == "e6" else "ve8"])
         written.append(figures.per_class_figure(part, classes, ABLATION_ORDER, out / f"per_class_{dataset}.{ext}"))
     if len(ok):
-        written += figures.confusion_figures(runs, uri, out, ext)
+        written += figures.confusion_figures(runs, uri, out, ext, ABLATION_ORDER + ["V", "V+A"])
     synth = runs[(runs["dataset"] == "synth") & (runs["study"] == "ablation")]  # as the table
     if len(synth):
         p = figures.attention_truth_figure(synth, ABLATION_ORDER + ["V", "V+A"], out / f"attention_vs_truth.{ext}")

@@ -164,11 +164,12 @@ def test_attention_figure_elements(tmp_path):
     bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     from vaanet.figures import SPATIAL_LABEL, spatial_ratio
 
-    assert len(bars) == 1 and bars[0].get_ylabel() == SPATIAL_LABEL and "× uniform" in SPATIAL_LABEL
-    rows = _rows()
-    top = max(spatial_ratio(r["spatial"]).max() for r in rows)  # honest scale: [0, largest ratio], top tick named
-    assert bars[0]._colorbar.norm.vmax == pytest.approx(top)
-    assert bars[0].get_yticklabels()[-1].get_text() == f"{top:.2f} (max)"
+    assert len(bars) == 1 and bars[0].get_ylabel() == SPATIAL_LABEL and "÷ uniform" in SPATIAL_LABEL
+    from vaanet.figures import SPATIAL_SCALE
+
+    norm = bars[0]._colorbar.norm  # one fixed scale, whatever the videos (the rule is tested in test_figures.py)
+    assert (norm.vmin, norm.vmax) == SPATIAL_SCALE
+    assert [t.get_text() for t in bars[0].get_yticklabels()] == ["≤ ¼", "½", "1 (uniform)", "2", "≥ 4"]
     assert spatial_ratio(np.full((2, 9), 1 / 9)) == pytest.approx(np.ones((2, 9)))  # uniform = 1 in any style
     assert spatial_ratio(np.full((2, 9), 1.0)) == pytest.approx(np.ones((2, 9)))
     wrong, right = (next(ax for ax in fig.axes if ax.get_title(loc="left").startswith(n)) for n in ("vid_1", "vid_2"))
@@ -292,7 +293,7 @@ def test_key_segments_use_the_metrics_mapping():
     assert m["spatial_in_box"] == pytest.approx(0.75) and m["spatial_in_box_uniform"] == pytest.approx((0.25 + 0.125) / 2)
 
 
-def test_predict_truth_option(reference_run, synth_root, tmp_path, capsys):
+def test_predict_truth_option(reference_run, synth_root, tmp_path, capsys, monkeypatch):
     import shutil
 
     import pandas as pd
@@ -307,11 +308,25 @@ def test_predict_truth_option(reference_run, synth_root, tmp_path, capsys):
     shutil.copy(video, other)
     assert cli_main(["predict", str(other), "--checkpoint", str(ref_tmp / "run"), "--figure", str(tmp_path / "o.png"),
                      "--truth", str(truth)]) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if "not in the truth file" in line]
+    out = capsys.readouterr().out
+    assert "true class" not in out  # not in the truth file: no true class to print
+    notes = [line for line in out.splitlines() if "not in the truth file" in line]
     assert notes == [f"note: holiday is not in the truth file {truth}: no key segments or evidence box drawn"]
     assert (tmp_path / "o.png").stat().st_size > 5000
+    import vaanet.predict
+    from analysis.figures import run_title
+
+    titles = []
+    real = vaanet.predict.attention_figure
+    monkeypatch.setattr(vaanet.predict, "attention_figure",
+                        lambda rows, path, title=None: (titles.append(title), real(rows, path, title))[1])
     result = predict_video(video, ref_tmp / "run", tmp_path / "v.png", truth=truth)
     assert "note" not in result and (tmp_path / "v.png").stat().st_size > 5000
+    assert titles == [run_title(ref_tmp / "run")] and "selected at epoch" in titles[0]  # run/epoch header
+    assert result["true"] == "Joy"  # the truth file's class
+    assert cli_main(["predict", str(video), "--checkpoint", str(ref_tmp / "run"), "--truth", str(truth)]) == 0
+    verdict = "right" if result["prediction"] == "Joy" else "WRONG"
+    assert f"true class: Joy (truth file): prediction {verdict}" in capsys.readouterr().out.splitlines()
     assert cli_main(["predict", str(video), "--checkpoint", str(ref_tmp / "run"), "--figure", str(tmp_path / "n.png"),
                      "--truth", str(tmp_path / "none.csv")]) == 2
     assert "none.csv not found" in capsys.readouterr().err
@@ -346,19 +361,22 @@ def test_summed_confusion_figures(tmp_path, monkeypatch, capfd):
     drawn = []
     real = vaanet.figures.draw_confusion
     monkeypatch.setattr(vaanet.figures, "draw_confusion",
-                        lambda ax, m, c, t: (drawn.append((m, c, t)), real(ax, m, c, t)))
-    (path,) = confusion_figures(pd.DataFrame(runs), uri, tmp_path, "svg")
-    assert path.name == "confusion_VS.svg" and b"<svg" in path.read_bytes()[:500]
-    matrix, classes, title = drawn[0]
-    assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and title == "VS: summed over 2 runs"
+                        lambda ax, m, c, t, normalize: (drawn.append((m, c, t, normalize)), real(ax, m, c, t, normalize))[1])
+    csv, path = confusion_figures(pd.DataFrame(runs), uri, tmp_path, "svg")
+    assert path.name == "confusion.svg" and b"<svg" in path.read_bytes()[:500]
+    assert csv.name == "confusion_VS.csv" and pd.read_csv(csv, index_col=0).values.tolist() == [[3, 0], [2, 3]]
+    matrix, classes, title, normalize = drawn[0]
+    assert matrix.tolist() == [[3, 0], [2, 3]] and classes == ["Joy", "Fear"] and normalize
+    assert title == "VS: accuracy 75.0 %\n(2 runs, 8 videos)"  # (3 + 3) / 8 correct
     assert "Downloading artifacts" not in capfd.readouterr().err  # analysis turns MLflow's progress bars off
     # runs of two data sets (other classes) are never summed: one figure each, named by what differs
     drawn.clear()
     frame = pd.DataFrame([{**r, "dataset": d} for r, d in zip(runs, ("ve8", "e6"))])
     paths = confusion_figures(frame, uri, tmp_path, "svg")
-    assert sorted(p.name for p in paths) == ["confusion_VS_e6.svg", "confusion_VS_ve8.svg"]
-    assert sorted(m.tolist() for m, _, _ in drawn) == [[[1, 0], [1, 1]], [[2, 0], [1, 2]]]
-    assert {t for _, _, t in drawn} == {"VS dataset ve8: summed over 1 runs", "VS dataset e6: summed over 1 runs"}
+    assert sorted(p.name for p in paths) == ["confusion_VS_e6.csv", "confusion_VS_ve8.csv", "confusion_e6.svg",
+                                             "confusion_ve8.svg"]
+    assert sorted(m.tolist() for m, _, _, _ in drawn) == [[[1, 0], [1, 1]], [[2, 0], [1, 2]]]
+    assert {t.split("\n")[1] for _, _, t, _ in drawn} == {"(1 runs, 3 videos)", "(1 runs, 5 videos)"}
 
 
 def test_a_table_holds_one_study_run(tmp_path):

@@ -1,6 +1,7 @@
-"""Figure 3 of the paper: sampled frames with the spatial attention as a heat map (with its colour scale)
-and the temporal attention as a colour cell under each frame (red = more attention), one row per video,
-headed by the true and the predicted class (a misprediction in red)."""
+"""Figure 3 of the paper: sampled frames (in greyscale) with the spatial attention as a coloured heat map on one
+fixed scale (:data:`SPATIAL_SCALE`, the same in ``vaanet predict`` and ``analysis.figure3``) and the temporal
+attention as a colour cell under each frame, one row per video, headed by the true and the predicted class (a
+misprediction in red); the report's confusion matrices; the colour-blind-safe palette of the figures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,29 @@ def _ink(rgba) -> str:
 
 
 SPATIAL_CMAP, TEMPORAL_CMAP = "inferno", "viridis"  # perceptual: brightness follows the value
-SPATIAL_LABEL = "spatial attention (× uniform)\n1 = spread evenly over the map"
+# One scale rule for every attention figure (predict's one video, figure3's several): attention as a ratio to
+# uniform on a fixed log scale, clipped at both ends, so that a map's colours never depend on the other maps.
+SPATIAL_SCALE = (0.25, 4.0)
+SPATIAL_LABEL = "spatial attention ÷ uniform\n(1 = spread evenly; fixed log scale)"
+SCALE_RULE = ("spatial heat maps (frames in grey): attention ÷ uniform on one fixed log scale, ¼ to 4 (clipped), "
+              "the same in every figure")
+SPATIAL_ALPHA = 0.55  # the heat map over greyscale frames: colour is attention only
 KEY_COLOUR = "lime"
+# Okabe & Ito's colour-blind-safe palette (blue, orange, sky blue, bluish green, reddish purple, vermillion, yellow)
+PALETTE = ["#0072B2", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#D55E00", "#F0E442"]
+
+
+def spatial_norm():
+    """The colour scale of every spatial heat map (:data:`SPATIAL_SCALE`), whatever the figure's videos."""
+    from matplotlib.colors import LogNorm
+
+    return LogNorm(*SPATIAL_SCALE, clip=True)
+
+
+def greyscale(frames) -> np.ndarray:
+    """uint8 frames [..., 3] as grey RGB (luma), so that only the heat map is coloured."""
+    f = np.asarray(frames, dtype=float)
+    return np.repeat((f @ np.array([0.299, 0.587, 0.114]))[..., None], 3, -1).round().astype(np.uint8)
 
 
 def spatial_ratio(spatial) -> np.ndarray:
@@ -52,8 +74,8 @@ def draw_attention(rows: list[dict], title: str | None = None):
     * on the synthetic set, optionally ``key_segments`` (indices into the t shown segments, outlined in lime
       and marked "key") and ``box`` (x0, y0, x1, y1) of the evidence as fractions of the shown frame (dashed).
 
-    Spatial maps are drawn as ratios to uniform (:func:`spatial_ratio`) on one scale [0, largest ratio in the
-    figure] (one colour bar, its top tick labelled); temporal weights are normalised to sum to 1 per video and
+    Frames are drawn in greyscale; spatial maps as ratios to uniform (:func:`spatial_ratio`) on the fixed scale
+    :func:`spatial_norm` (one colour bar, the rule in its label); temporal weights are normalised to sum to 1 per video and
     printed in the cell under their own frame. The layout is explicit (inches), so headings, frames, cells and
     videos never overlap whatever the number of segments or videos.
     """
@@ -63,19 +85,19 @@ def draw_attention(rows: list[dict], title: str | None = None):
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import NullLocator
     from matplotlib.patches import Rectangle
 
     t, n = rows[0]["frames"].shape[0], len(rows)
     ratios = [spatial_ratio(r["spatial"]) if r.get("spatial") is not None else None for r in rows]
-    peaks = [float(a.max()) for a in ratios if a is not None]
-    snorm = Normalize(0.0, max(peaks) if peaks else 1.0)  # one scale for every heat map: one colour bar
+    snorm = spatial_norm()
     tnorm = Normalize(0.0, 1.0)  # temporal weights are shares of 1
     truth = any(r.get("box") is not None or r.get("key_segments") for r in rows)
     # layout in inches
     P, GX, GAP, CELL, HEAD, BETWEEN = 2.0, 0.08, 0.06, 0.32, 0.34, 0.4
-    LEFT, BAR, MARGIN = 0.75, 0.14, 1.5
+    LEFT, BAR, MARGIN = 0.75, 0.14, 1.9
     TOP = 0.36 if title else 0.08
-    BOTTOM = 0.32 if truth else 0.08
+    BOTTOM = 0.56 if truth else 0.32
     block = HEAD + P + GAP + CELL
     W = LEFT + t * P + (t - 1) * GX + 0.15 + BAR + MARGIN
     H = TOP + n * block + (n - 1) * BETWEEN + BOTTOM
@@ -95,10 +117,10 @@ def draw_attention(rows: list[dict], title: str | None = None):
         for i in range(t):
             x = LEFT + i * (P + GX)
             ax = axes(x, y, P, P)
-            ax.imshow(frames[i])
+            ax.imshow(greyscale(frames[i]))
             if spatial is not None:
                 side = int(round(np.sqrt(spatial.shape[1])))
-                ax.imshow(spatial[i].reshape(side, side), cmap=SPATIAL_CMAP, norm=snorm, alpha=0.38,
+                ax.imshow(spatial[i].reshape(side, side), cmap=SPATIAL_CMAP, norm=snorm, alpha=SPATIAL_ALPHA,
                           extent=(-0.5, S - 0.5, S - 0.5, -0.5), interpolation="bilinear")
             if row.get("box") is not None:
                 x0, y0, x1, y1 = row["box"]
@@ -133,15 +155,15 @@ def draw_attention(rows: list[dict], title: str | None = None):
                         else "no temporal attention\n(uniform weights)")
                 cell.text(1.04 + (0.15 + BAR) / P, 0.5, note, transform=cell.transAxes, fontsize=7, va="center",
                           ha="left", color="dimgrey")
-    if peaks:
-        top = snorm.vmax
+    if any(a is not None for a in ratios):
         cax = axes(LEFT + t * P + (t - 1) * GX + 0.15, TOP + HEAD, BAR, P)
         bar = fig.colorbar(ScalarMappable(snorm, SPATIAL_CMAP), cax=cax)
-        ticks = [v for v in np.arange(0.0, top, 0.5 if top <= 3 else 1.0 if top <= 6 else 2.0)
-                 if top - v > 0.12 * top or v == 0]
-        bar.set_ticks(ticks + [top], labels=[f"{v:g}" for v in ticks] + [f"{top:.2f} (max)"])
+        bar.set_ticks([0.25, 0.5, 1, 2, 4], labels=["≤ ¼", "½", "1 (uniform)", "2", "≥ 4"])
+        bar.ax.yaxis.set_minor_locator(NullLocator())
         bar.set_label(SPATIAL_LABEL, fontsize=8)
         bar.ax.tick_params(labelsize=7)
+    if any(a is not None for a in ratios):
+        fig.text(LEFT / W, (0.34 if truth else 0.1) / H, SCALE_RULE, fontsize=8, ha="left", va="bottom")
     if truth:
         fig.text(LEFT / W, 0.1 / H, "ground truth: key segments outlined in lime and marked \"key\"; "
                  "evidence box dashed white", fontsize=8, ha="left", va="bottom")
@@ -162,16 +184,23 @@ def attention_figure(rows: list[dict], path: str | Path, title: str | None = Non
     return path
 
 
-def draw_confusion(ax, matrix, classes, title: str | None = None) -> None:
-    """A confusion matrix (rows: true class, columns: predicted class) with its counts, white on dark cells."""
-    matrix = np.asarray(matrix)
-    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+def draw_confusion(ax, matrix, classes, title: str | None = None, normalize: bool = False):
+    """A confusion matrix (rows: true class, columns: predicted class) with its counts, or with ``normalize``
+    each row as % of its true class (0-100; a class without videos blank); white on dark cells. Returns the image
+    (for a colour bar)."""
+    matrix = np.asarray(matrix, dtype=float)
+    if normalize:
+        sums = matrix.sum(1, keepdims=True)
+        matrix = np.divide(matrix * 100, sums, out=np.full_like(matrix, np.nan), where=sums > 0)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=100 if normalize else None)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=7,
-                color=_ink(image.cmap(image.norm(v))), fontweight="bold" if i == j else None)
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.0f}" if normalize else f"{v:g}", ha="center", va="center", fontsize=7,
+                    color=_ink(image.cmap(image.norm(v))), fontweight="bold" if i == j else None)
     if title:
         ax.set_title(title, fontsize=8)
+    return image

@@ -73,6 +73,14 @@ def load_checkpoint(path: str | Path) -> tuple[VAANet, Config, dict]:
     return model.eval(), cfg, ckpt
 
 
+def run_title(cfg: Config, ckpt: dict) -> str:
+    """``run <name>, <preset> attention, selected at epoch <k>`` from a checkpoint's config (not its folder name or
+    timestamp); ``best_model.pt`` stores the epoch of its weights counted from 1 (as ``best_epoch``). The header of
+    the attention figures of ``vaanet predict`` and ``analysis.figure3``."""
+    epoch = f", selected at epoch {int(ckpt['epoch'])}" if "epoch" in ckpt else ""
+    return f"run {cfg.run.name}, {cfg.model.preset or 'custom'} attention{epoch}"
+
+
 def _check_is_video(video: Path) -> None:
     """Refuse what is not a video (text, subtitles, an image) before it gets classified."""
     import av
@@ -142,6 +150,13 @@ def key_segments(truth_row, centres) -> list[int]:
     return [i for i, c in enumerate(list(centres)) if any(a <= float(c) < b for a, b in keys)]
 
 
+def true_class(truth: pd.DataFrame | None, video: Path) -> str | None:
+    """The video's class in a ``synth_truth.csv`` (its ``class_name``); None without one or when not in it."""
+    if truth is None or video.stem not in truth.index or "class_name" not in truth:
+        return None
+    return str(truth.loc[video.stem, "class_name"])
+
+
 def _truth_overlay(truth: pd.DataFrame | None, video: Path, item: dict, crop_size: int,
                    notes: list[str] | None = None) -> dict:
     """Key segments (indices of the shown segments) and the evidence box (fractions of the shown crop)
@@ -163,10 +178,10 @@ def _truth_overlay(truth: pd.DataFrame | None, video: Path, item: dict, crop_siz
 
 def _figure_row(cfg: Config, item: dict, out, probs, video: Path, truth: pd.DataFrame | None = None,
                 notes: list[str] | None = None) -> dict:
-    """One Figure 3 row (see :func:`vaanet.figures.draw_attention`): the true class is the video's class
-    folder when it names one (``<root>/<Class>/<video>``)."""
+    """One Figure 3 row (see :func:`vaanet.figures.draw_attention`): the true class is the truth file's
+    (:func:`true_class`), else the video's class folder when it names one (``<root>/<Class>/<video>``)."""
     k, classes = cfg.model.frames, cfg.data.classes
-    true = next((c for c in classes if c.lower() == video.parent.name.lower()), None)
+    true = true_class(truth, video) or next((c for c in classes if c.lower() == video.parent.name.lower()), None)
     return dict(frames=item["visual"][:, :, k // 2].permute(0, 2, 3, 1).numpy(),  # centre frame of each snippet
                 spatial=out.spatial[0].numpy() if out.spatial is not None else None,
                 temporal=out.temporal[0].numpy() if out.temporal is not None else None,
@@ -195,8 +210,9 @@ def attention_rows(checkpoint: str | Path, videos, truth: str | Path | None = No
 
 def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path | None = None,
                   truth: str | Path | None = None) -> dict:
-    """Class probabilities, prediction and polarity of ``video``; with ``figure``, its attention figure, with the
-    key segments and evidence box of ``truth`` (a ``synth_truth.csv``) drawn when the video is in it (else
+    """Class probabilities, prediction and polarity of ``video``; with ``figure``, its attention figure headed by
+    the run and epoch (:func:`run_title`); with ``truth`` (a ``synth_truth.csv``), the video's true class
+    (``result["true"]``) and, on the figure, its key segments and evidence box, when the video is in it (else
     ``result["note"]`` says it is not)."""
     model, cfg, ckpt = load_checkpoint(checkpoint)
     video = Path(video)
@@ -210,9 +226,12 @@ def predict_video(video: str | Path, checkpoint: str | Path, figure: str | Path 
         "polarity": "positive" if pol[int(probs.argmax())] == 1 else "negative",
         "p_positive": float(probs[pol == 1].sum()),
     }
+    if true_class(table, video) is not None:
+        result["true"] = true_class(table, video)
     notes: list[str] = []
-    if figure is not None and "visual" in item:  # the row heading names the video: no separate title
-        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, probs, video, table, notes)], figure))
+    if figure is not None and "visual" in item:
+        result["figure"] = str(attention_figure([_figure_row(cfg, item, out, probs, video, table, notes)], figure,
+                                                title=run_title(cfg, ckpt)))
     elif table is not None and video.stem not in table.index:
         notes.append(f"note: {video.stem} is not in the truth file {table.attrs['path']}")
     if notes:
@@ -225,6 +244,9 @@ def format_result(result: dict) -> str:
              sorted(result["probabilities"].items(), key=lambda kv: -kv[1])]
     lines.append(f"prediction: {result['prediction']}  polarity: {result['polarity']} "
                  f"(P(positive) = {result['p_positive']:.3f})")
+    if "true" in result:
+        verdict = "right" if result["true"] == result["prediction"] else "WRONG"
+        lines.append(f"true class: {result['true']} (truth file): prediction {verdict}")
     if "figure" in result:
         lines.append(f"attention figure: {result['figure']}")
     if "note" in result:
