@@ -41,6 +41,7 @@ class Table:
     stats: pd.DataFrame | None = None  # analysis.stats' frame: one row per cell and per comparison
     ci_columns: list[str] = field(default_factory=list)  # cells printed with their 95 % interval (Markdown)
     markdown_only: list[str] = field(default_factory=list)  # columns a one-column page has no room for in LaTeX
+    latex_notes: list[str] = field(default_factory=list)  # notes on what only LaTeX shows (its abbreviated headers)
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,14 @@ def ablation_table(runs: pd.DataFrame, dataset: str, classes: list[str]) -> Tabl
     notes = ["Accuracy = overall top-1 accuracy over test videos (the paper's 'Average'); mean class acc. = mean of "
              "the per-class accuracies."]
     short = {c: abbreviate(c) for c in classes}
-    notes.append("Classes: " + ", ".join(f"{s} {c}" for c, s in short.items() if s != c) + ".")
+    abbreviations = ["Classes: " + ", ".join(f"{s} {c}" for c, s in short.items() if s != c) + "."]
     table = Table(name, f"Ablation of the attentions on {dataset.upper()} "
                   f"(Table {number} layout): test accuracy in %, mean ± std over splits", cols, rows,
                   bold_columns=classes + ["Accuracy", "Mean class acc."], notes=notes, label_header=("Attentions",),
                   latex_headers={**short, "Accuracy": "Acc.", "Mean class acc.": stack("Mean", "class"),
                                  "Δ prev.": r"$\Delta$"},
-                  wide=True, ci_columns=["Accuracy", "Mean class acc."], markdown_only=["Δ full"])
+                  wide=True, ci_columns=["Accuracy", "Mean class acc."], markdown_only=["Δ full"],
+                  latex_notes=abbreviations)  # the Markdown table spells the classes out
     return _with_stats(table, got, ok, f"Δ: accuracy of the row minus the row above (prev.) or the full model "
                        f"{full} (full; in the Markdown table and the stats file; LaTeX's Δ is prev.)")
 
@@ -526,7 +528,7 @@ def to_latex(table: Table, compare_paper: bool = False, std: str = "row") -> str
         start = lines.index(next(x for x in lines if x.startswith(r"\begin{tabular}")))
         lines[start] = r"\sbox0{" + lines[start]
         lines[-1] += r"}\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi"
-    notes = list(table.notes) + _rule_notes(table, std_shown=std != "none")
+    notes = list(table.notes) + list(table.latex_notes) + _rule_notes(table, std_shown=std != "none")
     if any(r["missing"] for r in table.rows):
         notes.append("$^\\ddagger$ some grid points failed or never ran; see the Markdown report.")
     if notes:

@@ -80,6 +80,9 @@ def test_ablation_cells_bold_pvalues_and_missing(store):
     # the best accuracy (VS+VCW+VT+AT) has 2 of 3 runs: not bold; the best of the full rows (VS+VCW+VT) is
     assert "| 56.0 ± 1.4 (" in md and "**56.0" not in md and "| **54.3 ± 1.5** (" in md
     assert "missing: split_02/seed 0" in md
+    # the Markdown table spells the classes out: no note on abbreviations it does not use (LaTeX's headers do)
+    assert "| Anger |" in md.splitlines()[2] and "Classes:" not in md and "Ang." not in md
+    assert "Ang." in to_latex(table) and "Classes: Ang. Anger" in to_latex(table)
     assert f"{np.mean([50, 53, 52]) - 51.7:+.1f}" in md.split("| VS |")[1].split("\n")[0]
 
 
