@@ -121,7 +121,7 @@ def ensure_data(preset: dict, root: Path, n_splits: int, videos_per_class: int |
     (made once); returns (cache, split files, truth file)."""
     from vaanet.data.ingest import PrepareConfig, prepare
     from vaanet.data.synth import SynthConfig, generate
-    from vaanet.tune.study import ensure_data as study_data
+    from vaanet.tune.data import ensure_data as study_data
 
     videos, cache = root / "videos", root / "cache"
     if not (videos / "synth_truth.csv").exists():

@@ -231,7 +231,7 @@ def test_an_error_a_retry_cannot_fix_fails_at_once_without_retries(synth_root, s
 def test_data_digest_changes_with_what_the_trials_read(synth_root, synth_cache, tmp_path):
     import shutil
 
-    from vaanet.tune.study import data_digest
+    from vaanet.tune.data import data_digest
 
     cache = tmp_path / "cache"
     (cache / "splits").mkdir(parents=True)
@@ -257,7 +257,7 @@ def test_a_synth_set_made_before_an_option_existed_is_the_same_data(synth_root, 
     from dataclasses import asdict
 
     from vaanet.data.synth import SynthConfig
-    from vaanet.tune.study import _stale_synth, data_digest, stored_digest
+    from vaanet.tune.data import _stale_synth, data_digest, stored_digest
 
     settings = asdict(SynthConfig())
     older = {k: v for k, v in settings.items() if k != "confuser_same"}  # made before that option existed
@@ -290,7 +290,8 @@ def test_a_synth_set_made_before_an_option_existed_is_the_same_data(synth_root, 
 def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     import pandas as pd
 
-    from vaanet.tune.study import Study, attention_verdict, summary_stats, summary_table
+    from vaanet.tune.request import Study
+    from vaanet.tune.summary import attention_verdict, summary_stats, summary_table
 
     study = Study(name="ablation", tables={}, grid=[{"model.preset": p} for p in ("AT", "VS", "VS+VCW+VT")])
     rows = []
@@ -333,7 +334,7 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     from scipy.stats import ttest_rel
     from statsmodels.stats.multitest import multipletests
 
-    from vaanet.tune.study import summary_comparisons, summary_note
+    from vaanet.tune.summary import summary_comparisons, summary_note
 
     comps = summary_comparisons(frame, demo).set_index("row")
     assert list(comps.index) == ["AT", "VS", "VS+VCW+VT"] and set(comps["ref_row"]) == {"VS+VCW+VT+AT"}
@@ -378,7 +379,7 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
     assert attention_verdict(stats).startswith("planted evidence NOT recovered")
     # a row named by more than its preset (the loss comparison's "VS+VCW+VT_ce"; a lambda sweep's "0.5" with the
     # preset among the study's fixed overrides) is judged by its preset's attentions
-    from vaanet.tune.study import row_presets
+    from vaanet.tune.summary import row_presets
 
     loss = Study(name="loss_comparison", tables={}, grid=[{"model.preset": "VS+VCW+VT", "optim.loss": "ce"}],
                  row_keys=("model.preset", "optim.loss"))

@@ -278,7 +278,8 @@ def test_lambda_sweep_keeps_what_set_asks_for(tmp_path, monkeypatch, capsys):
     grid's trials and in a search's trials alike."""
     import runpy
 
-    from vaanet.tune.study import _check_sets, search_fixed
+    from vaanet.tune.request import _check_sets
+    from vaanet.tune.search import search_fixed
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lambda_sweep.py", "--output", str(tmp_path / "runs"), "--set", "model.audio=false"])
@@ -301,7 +302,7 @@ def test_a_study_request_holds_precision_workers_device_and_a_searchs_split_and_
     from types import SimpleNamespace
 
     from vaanet.config import load_config
-    from vaanet.tune.study import CONFIGS, LATER_REQUEST_KEYS, _differences, _request
+    from vaanet.tune.request import CONFIGS, LATER_REQUEST_KEYS, _differences, _request
 
     sweep = runpy.run_path(str(REPO / "experiments" / "lambda_sweep.py"))["study"]((0.5,))
     base = load_config(CONFIGS["synth"])
@@ -383,7 +384,7 @@ def test_a_resumed_study_accepts_its_store_at_another_address_only_if_it_holds_t
     from mlflow.tracking import MlflowClient
 
     from conftest import mlflow_store
-    from vaanet.tune.study import _holds_parent
+    from vaanet.tune.request import _holds_parent
 
     uri = mlflow_store(tmp_path / "a" / "mlflow.db")
     client = MlflowClient(uri)
