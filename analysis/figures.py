@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vaanet.figures import PALETTE
+from vaanet.train.metrics import TEMPORAL_TARGET  # the demo verdict's target (vaanet.tune.summary): one number
 
 
 def _plt():
@@ -150,8 +151,6 @@ def confusion_figures(runs: pd.DataFrame, uri: str | None, out: Path, fmt: str =
     return paths
 
 
-# the study's goal for temporal attention on the key segments (vaanet.tune.study.attention_verdict, issue #27)
-TEMPORAL_TARGET = 2.0
 ATTENTION_PANELS = {"temporal": ("test_temporal_on_key", "temporal_attention", "temporal attention on key segments"),
                     "spatial": ("test_spatial_in_box", "spatial_attention", "spatial attention inside the evidence box")}
 

@@ -7,6 +7,8 @@ import torch
 
 from ..losses import polarity_vector
 
+TEMPORAL_TARGET = 2.0  # attention on the planted key segments, as a multiple of uniform: the demo's target
+
 
 @torch.no_grad()
 def predict(model, loader, device, autocast_dtype=None) -> dict[str, np.ndarray | list]:

@@ -91,7 +91,7 @@ def code_version() -> str:
     return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
 
 
-# Tags a study gives its trials (vaanet/tune/study.py _points): which study, row and parent run a trial belongs
+# Tags a study gives its trials (vaanet/tune/request.py _points): which study, row and parent run a trial belongs
 # to. A run's saved config.yaml leaves them out, and `vaanet train` drops them from a trial's config, so that a
 # run retrained from a trial's config is a run of its own: never a silent replacement of that trial in the
 # study's tables (analysis keeps the latest finished run per study point).

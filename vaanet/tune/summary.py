@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .request import Study
+from ..train.metrics import TEMPORAL_TARGET
 from .trial import ERROR_FILE
 
 
@@ -185,7 +186,7 @@ def row_presets(study: Study) -> dict[str, str]:
     return {study.row_name(row): str({**study.extra, **row}.get("model.preset", "")) for row in study.grid}
 
 
-def attention_verdict(stats: pd.DataFrame, target: float = 2.0, presets: dict[str, str] | None = None,
+def attention_verdict(stats: pd.DataFrame, target: float = TEMPORAL_TARGET, presets: dict[str, str] | None = None,
                       chance: float | None = None) -> str | None:
     """One line: are the targets this scale can show met? Judged on :func:`summary_stats` (unrounded); None when
     the study has no attention-vs-truth metrics. The targets (issue #27): temporal attention on the key segments
