@@ -231,3 +231,49 @@ def test_sbatch_study_survives_its_warning_signal_requeues_and_resumes_on_two_ra
     # the only cancellation is SLURM's own message of the requeue; no step SIGKILLed
     assert [line for line in text.splitlines() if "CANCELLED" in line and "DUE TO JOB REQUEUE" not in line] == []
     assert ": Killed" not in text
+
+
+@pytest.mark.slurm
+def test_a_job_past_its_requeue_cap_stops_and_says_how_to_go_on(slurm, tmp_path):
+    """VAANET_MAX_REQUEUES=0: the warning signal stops the study and ends the job with exit 3 and the line that
+    says how to continue, instead of requeueing it (a study that can never finish does not loop)."""
+    import time
+
+    subprocess.run([sys.executable, "-c", "import sys; from vaanet.cli import main; sys.exit(main())", "synth",
+                    "--out", str(tmp_path / "videos"), "--videos-per-class", "3", "--duration", "2", "--fps", "10",
+                    "--resolutions", "64x48", "--workers", "2"],
+                   cwd=REPO, env={**slurm, "PYTHONPATH": str(REPO)}, check=True, timeout=600)
+    env = {**slurm, "VAANET_REPO": str(REPO), "VAANET_PYTHON": sys.executable, "VAANET_SHARED": str(tmp_path / "shared"),
+           "VAANET_RAY_PORT": str(_free_port()), "VAANET_DASHBOARD_PORT": str(_free_port()),
+           "VAANET_RAY_CLIENT_PORT": str(_free_port()), "VAANET_MAX_REQUEUES": "0",
+           "VAANET_RAY_START_ARGS": f"--num-cpus=1 --dashboard-agent-listen-port={_free_port()}"}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    r = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--time=00:20:00", str(SBATCH), "experiments/ablation.py",
+                        "--quick", "--dataset", "synth", "--data-root", str(tmp_path / "videos"), *TINY],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    log_file = tmp_path / f"vaanet-{job}.log"
+
+    def log() -> str:
+        return log_file.read_text(errors="replace") if log_file.exists() else ""
+
+    deadline = time.time() + 600
+    while f"vaanet on SLURM: job {job}" not in log() and time.time() < deadline:  # its signal handlers are set
+        assert _job_state(job, env).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING", ""), log()[-6000:]
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True, timeout=60)
+    state = {}
+    while time.time() < deadline:
+        state = _job_state(job, env)
+        if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            break
+        time.sleep(1)
+    text = log()
+    print(text[-3000:])
+    assert state.get("JobState") == "FAILED" and state.get("ExitCode") == "3:0" and state.get("Restarts") == "0", state
+    assert f"not requeued: job {job} was already requeued 0 time(s) (VAANET_MAX_REQUEUES=0); resubmit the same " \
+           "command with --resume to continue" in text
+    assert "requeueing job" not in text
+    assert _processes_mentioning(f"/tmp/ray-vaanet-{job}") == []
