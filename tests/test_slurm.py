@@ -170,8 +170,10 @@ def test_sbatch_study_survives_its_warning_signal_requeues_and_resumes_on_two_ra
     while time.time() < deadline:
         state = _job_state(job, env)
         if state.get("JobState") == "PENDING" and state.get("Restarts") == "1" and not hurried:
-            # SLURM holds a requeued job back ~2 minutes (Reason=BeginTime); the test does not wait for that
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, timeout=60)
+            # SLURM holds a requeued job back ~2 minutes (Reason=BeginTime); the test waits 10 s of it: a launch
+            # within the second of the requeue is refused for good ("Job credential revoked": slurmd revokes the
+            # job's credentials at the requeue, by the second), which is what SLURM's hold is for
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+10"], env=env, timeout=60)
             hurried = True
         if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             break
