@@ -114,10 +114,19 @@ def _uses_ray(item) -> bool:
     return False
 
 
+# The fast tier (`./run.sh test -m "not slow"`) leaves out every test that starts Ray, a server, a cluster or a
+# study, and these modules of such tests (kills, benchmarks at a tiny size, ray up, SLURM, MLflow outages)
+SLOW_MODULES = {"test_benchmark_smoke", "test_cluster_security", "test_faults", "test_kills", "test_local_ray",
+                "test_ray_up", "test_slurm", "test_tracking_load", "test_estimate_calibration", "test_verify"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if _uses_ray(item):
+        ray = _uses_ray(item)
+        if ray:
             item.add_marker(pytest.mark.xdist_group("ray"))
+        if ray or item.module.__name__ in SLOW_MODULES or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
