@@ -350,7 +350,9 @@ def test_summary_reports_attention_as_ratio_to_uniform_and_a_verdict():
                                                           + (" †" if holm[0] < 0.05 else ""))
     assert table.loc["VS+VCW+VT", "Δ acc [95 % CI], p Holm"] == "-30.0 [-30.0, -30.0], p n/a"
     assert table.loc["AT", "vs"] == "VS+VCW+VT+AT" and table.loc["VS+VCW+VT+AT", "vs"] == ""
-    assert "Holm–Bonferroni" in summary_note(comps.reset_index(), 2, 1)
+    note = summary_note(comps.reset_index(), 2, 1)
+    # the family Holm corrects over is named: the report's tables compare more pairs (also the row above)
+    assert "Holm–Bonferroni" in note and f"Holm's family here: these {len(comps)} comparisons" in note
     # † where significant after Holm: three splits of a consistent gap
     three = pd.concat([frame, frame[frame["data.split"].str.endswith("01.csv")].assign(
         **{"data.split": "/c/splits/split_02.csv"}, test_acc=lambda f: f["test_acc"] + 0.01)])

@@ -174,7 +174,9 @@ def summary_note(comparisons: pd.DataFrame, n_splits: int, n_seeds: int) -> str:
             "(none below 2 runs).")
     if len(comparisons):
         text += (f"\nΔ acc: paired difference (row - vs, points) over the (split, seed) points both finished, with its "
-                 f"95 % t interval; p n/a where the differences have no variance or fewer than 2 pairs.\n{st.TEST_NOTE}")
+                 f"95 % t interval; p n/a where the differences have no variance or fewer than 2 pairs.\n{st.TEST_NOTE}"
+                 f"\nHolm's family here: these {len(comparisons)} comparisons; the report's tables (reports/) also "
+                 "compare each row with the row above, a larger family, so their corrected p can be larger.")
         unpaired = comparisons[comparisons["unpaired"] > 0]
         for _, c in unpaired.iterrows():
             text += f"\n{c['row']} vs {c['ref_row']}: unpaired points left out: {c['unpaired_points']}"
