@@ -197,6 +197,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _stopped(proc, stop, what: str) -> str:
+    """Stop a running prepare with ``stop()``; it must end within seconds (not after the rest of the videos:
+    < 16 are prepared, below; bound loose for a loaded machine). Returns its stderr."""
+    stop()
+    t = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - t < 15, f"{what} did not stop prepare within seconds"
+    return err
+
+
+def _check_partial_cache(out: Path) -> set[str]:
+    """The index is written, every file it lists exists, and it lists exactly the videos done (fewer than 16)."""
+    index = load_index(out)
+    done = {p.parent.name for p in out.glob("videos/*/meta.json")}
+    assert 0 < len(index) < 16 and set(index["video_id"]) == done
+    return done
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_to_the_whole_job_stops_prepare_as_ctrl_c_does(tmp_path):
     """SIGTERM to the process group (SLURM's scancel, docker stop, systemd): the workers ignore it, the parent
@@ -207,18 +228,10 @@ def test_sigterm_to_the_whole_job_stops_prepare_as_ctrl_c_does(tmp_path):
                             start_new_session=True)
     assert _wait_for(lambda: any(out.glob("videos/*/meta.json")), 120), "no video finished"
     workers = _children(proc.pid)
-    os.killpg(proc.pid, signal.SIGTERM)
-    t = time.monotonic()
-    try:
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert time.monotonic() - t < 15, "SIGTERM did not stop prepare within seconds"
+    err = _stopped(proc, lambda: os.killpg(proc.pid, signal.SIGTERM), "SIGTERM")
     assert proc.returncode == 143 and "run the same command again" in err, (proc.returncode, err[-2000:])
     assert _wait_for(lambda: not any(_alive(w) for w in workers), 5), "workers outlived their parent"
-    index = load_index(out)
-    done = {p.parent.name for p in out.glob("videos/*/meta.json")}
-    assert 0 < len(index) < 16 and set(index["video_id"]) == done
+    _check_partial_cache(out)
     r = subprocess.run(_prepare_cmd(root, out), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and len(load_index(out)) == 16, r.stderr
 
@@ -230,18 +243,9 @@ def test_ctrl_c_stops_fast_with_a_resumable_cache_and_workers_die_with_parent(tm
     proc = subprocess.Popen(_prepare_cmd(root, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=as_from_a_terminal)
     assert _wait_for(lambda: any(out.glob("videos/*/meta.json")), 120), "no video finished"
-    proc.send_signal(signal.SIGINT)
-    t = time.monotonic()
-    try:
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    # seconds, not the rest of the videos (< 16 prepared, below); bound loose for a loaded machine
-    assert time.monotonic() - t < 15, "Ctrl-C did not stop prepare within seconds"
+    err = _stopped(proc, lambda: proc.send_signal(signal.SIGINT), "Ctrl-C")
     assert proc.returncode != 0 and "run the same command again" in err
-    index = load_index(out)  # written, and every file it lists exists
-    done = {p.parent.name for p in out.glob("videos/*/meta.json")}
-    assert 0 < len(index) < 16 and set(index["video_id"]) == done
+    done = _check_partial_cache(out)
     assert {p.name for p in (out / "videos").iterdir()} == done  # no partial folder left
     before = {p: p.stat().st_mtime_ns for p in out.glob("videos/*/frames.npy")}
     r = subprocess.run(_prepare_cmd(root, out), cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -161,7 +161,9 @@ class ParentRun:
         for _, row in frame.iterrows():
             if row["status"] == "ok":  # finished on disk; its MLflow run too, unless a kill came in between
                 try:
-                    complete_finished_run(train_root / row["run.name"], client)
+                    if complete_finished_run(train_root / row["run.name"], client):
+                        print(f"MLflow: {row['run.name']} had finished in its run folder while a kill left its run "
+                              "RUNNING; completed FINISHED from the folder", flush=True)
                 except Exception:  # noqa: BLE001 - deleted or unreachable: nothing to complete here
                     pass
                 continue
