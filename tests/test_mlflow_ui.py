@@ -31,10 +31,14 @@ def test_the_rows_view_is_in_the_format_the_installed_mlflow_ui_reads():
     assert re.fullmatch(r"[A-Za-z0-9-]+", VIEW_KEY)  # no URL escaping needed
     # the saved-view envelope: an object with a string name, a number createdAt, a string state
     assert "Invalid saved-view envelope" in js and "createdAt" in js
-    # every key of the state is one the UI takes from a shared view (its list of UI-state keys) ...
-    ui_state_keys = re.search(r'\["selectedColumns","columnOrder",[^\]]*\]', js)
-    assert ui_state_keys, "the MLflow UI's list of experiment-page state keys was not found in its bundle"
-    assert set(state) <= set(json.loads(ui_state_keys.group(0))), set(state) - set(json.loads(ui_state_keys.group(0)))
+    # every key of the state is one the UI takes from a shared view (its lists of UI-state keys and of the
+    # search facets: filter, sort) ...
+    ui_state = re.search(r'\["selectedColumns","columnOrder",[^\]]*\]', js)
+    facets = re.search(r'\["searchFilter","orderByKey",[^\]]*\]', js)
+    assert ui_state and facets, "the MLflow UI's lists of experiment-page state keys were not found in its bundle"
+    known = set(json.loads(ui_state.group(0))) | set(json.loads(facets.group(0)))
+    assert set(state) <= known, set(state) - known
+    assert state["orderByKey"] == "tags.`row`" and state["orderByAsc"] is True  # rows in name order
     # ... and each value is in its vocabulary: group modes, aggregate functions, hidden-run modes, column keys
     assert 'e.Tag="tag"' in js and 'e.Average="average"' in js and 'e.SHOWALL="SHOW_ALL"' in js
     assert 'METRICS:"metrics"' in js and 'TAGS:"tags"' in js and '(e,t)=>e+".`"+t+"`"' in js

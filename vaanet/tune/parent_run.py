@@ -38,7 +38,8 @@ def rows_view(created_ms: int | None = None) -> str:
     state = {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "row"}]},
              "useGroupedValuesInCharts": True,
              "selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS],
-             "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True}
+             "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
+             "orderByKey": "tags.`row`", "orderByAsc": True}  # the rows in name order (the ablation's: grid order)
     created = created_ms if created_ms is not None else int(time.time() * 1000)
     return json.dumps({"name": "rows: grouped by row, test accuracy", "createdAt": created, "updatedAt": created,
                        "state": json.dumps(state)})
