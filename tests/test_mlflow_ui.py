@@ -39,6 +39,12 @@ def test_the_rows_view_is_in_the_format_the_installed_mlflow_ui_reads():
     known = set(json.loads(ui_state.group(0))) | set(json.loads(facets.group(0)))
     assert set(state) <= known, set(state) - known
     assert state["orderByKey"] == "tags.`row`" and state["orderByAsc"] is True  # rows in name order
+    # the chart view: the test accuracy and the learning curves first, in the UI's chart vocabulary
+    charts = state["compareRunCharts"]
+    assert [c["metricKey"] for c in charts[:2]] == ["test_acc", "val_acc"] and not charts[0]["deleted"]
+    assert 'e.BAR="BAR",e.LINE="LINE"' in js and 'e.MODEL_METRICS="Model metrics"' in js
+    assert {c["metricSectionId"] for c in charts} == {s["uuid"] for s in state["compareRunSections"]}
+    assert [s["name"] for s in state["compareRunSections"]] == ["Model metrics"]
     # ... and each value is in its vocabulary: group modes, aggregate functions, hidden-run modes, column keys
     assert 'e.Tag="tag"' in js and 'e.Average="average"' in js and 'e.SHOWALL="SHOW_ALL"' in js
     assert 'METRICS:"metrics"' in js and 'TAGS:"tags"' in js and '(e,t)=>e+".`"+t+"`"' in js
@@ -76,6 +82,19 @@ def test_a_study_parent_run_stores_the_view_and_the_printed_link_opens_it(tmp_pa
     assert link.startswith(f"mlflow ui --backend-store-uri {uri} ")
     # the URL names no facet of its own (searchFilter, orderByKey, ...): the UI ignores a shared view beside one
     assert not re.search(r"[?&](searchFilter|orderByKey|orderByAsc|startTime|lifecycleFilter|datasetsFilter)=", url)
+    # the parent's own headline metrics get no chart (one bar each was the flood the chart view opened with):
+    # every metric close() logs, but test_acc (a column of the trials too), is a deleted chart of the view
+    import pandas as pd
+
+    stats = pd.DataFrame([{"row": r, "metric": "test_acc", "n": 2, "trials": 2, "missing": 0, "mean": m, "std": 0.1,
+                           "ci_low": m - 0.2, "ci_high": m + 0.2} for r, m in (("VS", 0.4), ("VS+VCW", 0.5))])
+    frame = pd.DataFrame({"row": ["VS", "VS", "VS+VCW", "VS+VCW"], "status": ["ok"] * 4})
+    comparisons = pd.DataFrame([{"row": "VS", "vs": "VS+VCW", "diff": -10.0, "p_holm": 0.04, "significant": True}])
+    (tmp_path / "reports").mkdir()
+    parent.close(stats, frame, tmp_path / "reports", True, (stats, comparisons, None))
+    logged = set(client.get_run(run_id).data.metrics)
+    deleted = {c["metricKey"] for c in view["compareRunCharts"] if c["deleted"]}
+    assert "comparisons_significant" in logged and logged - {"test_acc"} == deleted, (logged, deleted)
     # a rerun reopens the same run and keeps the view; an experiment without it links to the parent run's page
     assert ParentRun(uri, "ablation-synth", run_id).open(study, args, base, len(points), [split], points) == run_id
     assert VIEW_TAG in client.get_experiment_by_name("ablation-synth").tags

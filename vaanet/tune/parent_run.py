@@ -29,6 +29,24 @@ VIEW_METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_va
 VIEW_TAGS = ("split", "seed")
 
 
+VIEW_CHARTS = (("test_acc", "BAR"), ("val_acc", "LINE"), ("train_loss", "LINE"), ("val_loss", "LINE"),
+               ("test_mean_class_acc", "BAR"), ("test_polarity_acc", "BAR"))  # first in the chart view
+PARENT_ONLY = ("test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "trials_finished", "trials_total",
+               "comparisons_significant")  # the parent's headline metrics: one bar each, no chart
+
+
+def _chart(metric: str, kind: str, deleted: bool = False) -> dict:
+    """One chart card of the chart view, with the fields the UI gives a new one (BAR or LINE over the step)."""
+    card = {"uuid": f"vaanet-{metric}", "type": kind, "runsCountToCompare": 10, "metricSectionId": "vaanet-metrics",
+            "deleted": deleted, "isGenerated": True, "metricKey": metric, "displayName": metric,
+            "selectedMetricKeys": [metric]}
+    if kind == "LINE":
+        card.update({"lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear", "range": {},
+                     "xAxisKey": "step", "selectedXAxisMetricKey": "", "yAxisKey": "METRIC", "yAxisExpressions": [],
+                     "ignoreOutliers": False, "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True})
+    return card
+
+
 def rows_view(created_ms: int | None = None) -> str:
     """The saved view's tag value: MLflow 3.x's envelope (name, createdAt, state as a JSON string) around the
     experiment page's state: ``groupBy`` (runs grouped by the tag ``row``, charts showing each row's mean),
@@ -39,7 +57,13 @@ def rows_view(created_ms: int | None = None) -> str:
              "useGroupedValuesInCharts": True,
              "selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS],
              "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
-             "orderByKey": "tags.`row`", "orderByAsc": True}  # the rows in name order (the ablation's: grid order)
+             "orderByKey": "tags.`row`", "orderByAsc": True,  # the rows in name order (the ablation's: grid order)
+             # the chart view opens with the test accuracy per row and the learning curves (each row's mean and
+             # spread); the other metrics follow (the UI adds them), the parent's headline metrics are left out
+             "compareRunSections": [{"uuid": "vaanet-metrics", "name": "Model metrics", "display": True,
+                                     "isReordered": True, "deleted": False, "isGenerated": True}],
+             "compareRunCharts": [_chart(m, kind) for m, kind in VIEW_CHARTS] +
+                                 [_chart(m, "BAR", deleted=True) for m in PARENT_ONLY]}
     created = created_ms if created_ms is not None else int(time.time() * 1000)
     return json.dumps({"name": "rows: grouped by row, test accuracy", "createdAt": created, "updatedAt": created,
                        "state": json.dumps(state)})
