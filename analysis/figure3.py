@@ -20,7 +20,8 @@ The model must have visual attention: an audio-only model (preset AT) has no fra
 
 EPILOG = """\
 example, after the demo (./run.sh demo):
-  python -m analysis.figure3 --checkpoint runs/ablation-synth/train/VS-VCW-VT-AT_split_00_seed0 \\
+  python -m analysis.figure3 \\
+      --checkpoint runs/ablation-synth/train/VS-VCW-VT-AT_split_00_seed0 \\
       data/synth/videos/Joy/joy_000.mp4 data/synth/videos/Fear/fear_000.mp4 --out figure3.pdf"""
 
 

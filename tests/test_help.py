@@ -41,4 +41,4 @@ def test_figure3_help_explains_every_argument_and_the_figure():
     for action in parser._actions:  # every argument, the positional videos included, says what it is
         assert action.help and len(action.help.split()) >= 5, action.dest
     assert "video files" in text and "the figure file to write" in text and ".pdf" in text
-    assert "python -m analysis.figure3 --checkpoint" in text  # an example to copy
+    assert "python -m analysis.figure3 \\ --checkpoint runs/" in text  # an example to copy

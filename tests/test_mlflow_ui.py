@@ -27,7 +27,8 @@ def test_the_rows_view_is_in_the_format_the_installed_mlflow_ui_reads():
     assert "metrics.`test_acc`" in state["selectedColumns"] and state["runsHiddenMode"] == "SHOW_ALL"
     js = _bundle()
     # the URL parameter and the experiment tag prefix the UI loads a shared view from
-    assert '"viewStateShareKey"' in js and '"mlflow.sharedViewState."' in js and VIEW_TAG.startswith("mlflow.sharedViewState.")
+    assert '"viewStateShareKey"' in js and '"mlflow.sharedViewState."' in js
+    assert VIEW_TAG == f"mlflow.sharedViewState.{VIEW_KEY}"
     assert re.fullmatch(r"[A-Za-z0-9-]+", VIEW_KEY)  # no URL escaping needed
     # the saved-view envelope: an object with a string name, a number createdAt, a string state
     assert "Invalid saved-view envelope" in js and "createdAt" in js
