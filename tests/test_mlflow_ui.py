@@ -48,6 +48,8 @@ def test_the_rows_view_is_in_the_format_the_installed_mlflow_ui_reads():
     assert [s["name"] for s in state["compareRunSections"]] == ["Model metrics"]
     # ... and each value is in its vocabulary: group modes, aggregate functions, hidden-run modes, column keys
     assert 'e.Tag="tag"' in js and 'e.Average="average"' in js and 'e.SHOWALL="SHOW_ALL"' in js
+    assert state["columnOrder"][:2] == ["attributes.`Run Name`", "metrics.`test_acc`"]  # test_acc the first metric
+    assert 'ATTRIBUTES:"attributes"' in js and 'RUN_NAME:"Run Name"' in js
     assert 'METRICS:"metrics"' in js and 'TAGS:"tags"' in js and '(e,t)=>e+".`"+t+"`"' in js
 
 

@@ -25,7 +25,8 @@ SEARCHED = ("optim.lam", "optim.lr")  # what the Optuna search samples per trial
 # the first 10 runs otherwise).
 VIEW_KEY = "vaanet-rows"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")
+VIEW_METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")  # columns, in this order
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's key of the run-name column (widened: whole row labels)
 VIEW_TAGS = ("split", "seed")
 
 
@@ -56,6 +57,8 @@ def rows_view(created_ms: int | None = None) -> str:
     state = {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "row"}]},
              "useGroupedValuesInCharts": True,
              "selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS],
+             "columnOrder": [RUN_NAME_COLUMN] + [f"metrics.`{m}`" for m in VIEW_METRICS],
+             "columnWidths": {RUN_NAME_COLUMN: 270},
              "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
              "orderByKey": "tags.`row`", "orderByAsc": True,  # the rows in name order (the ablation's: grid order)
              # the chart view opens with the test accuracy per row and the learning curves (each row's mean and
