@@ -100,7 +100,8 @@ def test_local_study_fails_resumes_and_reruns_as_noop(synth_root, synth_cache, t
     client = MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
     (parent,) = _runs(tmp_path, "main_comparison-synth", role="study")
     assert parent.info.status == "FINISHED" and parent.data.params["study"] == "main_comparison"
-    assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in r.stdout  # the link: training-runs view
+    # the link: the training-runs view, the runs list grouped by row (the saved view the study wrote)
+    assert "/runs?workflowType=machine_learning&viewStateShareKey=vaanet-rows" in r.stdout
     # the description: the command with its arguments, the grid, splits and seeds, rendered as written (no text in
     # angle brackets outside the code block, which Markdown would take for HTML and drop)
     note = parent.data.tags["mlflow.note.content"]

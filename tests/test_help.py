@@ -30,3 +30,15 @@ def test_study_help_says_what_max_failures_does():
 
     text = " ".join(_help(study_parser("demo")).split())
     assert "counted once" not in text and "restarted from its last checkpoint" in text
+
+
+def test_figure3_help_explains_every_argument_and_the_figure():
+    from analysis.figure3 import build_parser
+
+    parser = build_parser()
+    text = " ".join(_help(parser).split())
+    assert "``" not in text and "Figure 3" in text and "heat map" in text and "temporal attention" in text
+    for action in parser._actions:  # every argument, the positional videos included, says what it is
+        assert action.help and len(action.help.split()) >= 5, action.dest
+    assert "video files" in text and "the figure file to write" in text and ".pdf" in text
+    assert "python -m analysis.figure3 \\ --checkpoint runs/" in text  # an example to copy

@@ -19,6 +19,58 @@ from .summary import COMPARED, DONE
 
 SEARCHED = ("optim.lam", "optim.lr")  # what the Optuna search samples per trial
 
+# The runs list the printed link opens: a saved view of MLflow 3's experiment page (an experiment tag
+# ``mlflow.sharedViewState.<key>`` that the UI loads for ``?viewStateShareKey=<key>``, as its own "Share" button
+# writes it): the runs grouped by the tag ``row``, the test accuracies as columns, every run shown (MLflow shows
+# the first 10 runs otherwise).
+VIEW_KEY = "vaanet-rows"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_METRICS = ("test_acc", "test_mean_class_acc", "test_polarity_acc", "best_val_acc")  # columns, in this order
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's key of the run-name column (widened: whole row labels)
+VIEW_TAGS = ("split", "seed")
+
+
+VIEW_CHARTS = (("test_acc", "BAR"), ("val_acc", "LINE"), ("train_loss", "LINE"), ("val_loss", "LINE"),
+               ("test_mean_class_acc", "BAR"), ("test_polarity_acc", "BAR"))  # first in the chart view
+PARENT_ONLY = ("test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "trials_finished", "trials_total",
+               "comparisons_significant")  # the parent's headline metrics: one bar each, no chart
+
+
+def _chart(metric: str, kind: str, deleted: bool = False) -> dict:
+    """One chart card of the chart view, with the fields the UI gives a new one (BAR or LINE over the step)."""
+    card = {"uuid": f"vaanet-{metric}", "type": kind, "runsCountToCompare": 10, "metricSectionId": "vaanet-metrics",
+            "deleted": deleted, "isGenerated": True, "metricKey": metric, "displayName": metric,
+            "selectedMetricKeys": [metric]}
+    if kind == "LINE":
+        card.update({"lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear", "range": {},
+                     "xAxisKey": "step", "selectedXAxisMetricKey": "", "yAxisKey": "METRIC", "yAxisExpressions": [],
+                     "ignoreOutliers": False, "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True})
+    return card
+
+
+def rows_view(created_ms: int | None = None) -> str:
+    """The saved view's tag value: MLflow 3.x's envelope (name, createdAt, state as a JSON string) around the
+    experiment page's state: ``groupBy`` (runs grouped by the tag ``row``, charts showing each row's mean),
+    ``selectedColumns`` (``metrics.`test_acc``` ... in the UI's own key format), ``runsHiddenMode`` SHOW_ALL."""
+    import json
+
+    state = {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "row"}]},
+             "useGroupedValuesInCharts": True,
+             "selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS],
+             "columnOrder": [RUN_NAME_COLUMN] + [f"metrics.`{m}`" for m in VIEW_METRICS],
+             "columnWidths": {RUN_NAME_COLUMN: 270},
+             "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
+             "orderByKey": "tags.`row`", "orderByAsc": True,  # the rows in name order (the ablation's: grid order)
+             # the chart view opens with the test accuracy per row and the learning curves (each row's mean and
+             # spread); the other metrics follow (the UI adds them), the parent's headline metrics are left out
+             "compareRunSections": [{"uuid": "vaanet-metrics", "name": "Model metrics", "display": True,
+                                     "isReordered": True, "deleted": False, "isGenerated": True}],
+             "compareRunCharts": [_chart(m, kind) for m, kind in VIEW_CHARTS] +
+                                 [_chart(m, "BAR", deleted=True) for m in PARENT_ONLY]}
+    created = created_ms if created_ms is not None else int(time.time() * 1000)
+    return json.dumps({"name": "rows: grouped by row, test accuracy", "createdAt": created, "updatedAt": created,
+                       "state": json.dumps(state)})
+
 
 def shared_settings(study: Study, base: Config, points: list[dict]) -> tuple[dict, dict[str, dict]]:
     """(the settings every trial shares, as flat ``section.key`` params; each row's settings that differ
@@ -122,6 +174,8 @@ class ParentRun:
 
         uri, experiment = self.uri, self.experiment
         client = MlflowClient(uri)
+        exp_id = client.get_experiment_by_name(experiment).experiment_id
+        client.set_experiment_tag(exp_id, VIEW_TAG, rows_view())  # the view the printed link opens (ui_link)
         if self.run_id:  # the study's run kept in study.json
             try:
                 client.update_run(self.run_id, status="RUNNING")
@@ -131,7 +185,7 @@ class ParentRun:
         shared, differences = shared_settings(study, base, points or [])
         words = study_description(study, args, base, n_points, split_files, differences)
         run = client.create_run(
-            client.get_experiment_by_name(experiment).experiment_id, run_name=f"{study.name} study ({args.dataset})",
+            exp_id, run_name=f"{study.name} study ({args.dataset})",
             tags={"role": "study", "study_name": study.name, "dataset": args.dataset, "mlflow.note.content": words,
                   "mlflow.user": getpass.getuser(), "mlflow.source.name": Path(sys.argv[0]).name,
                   "mlflow.source.type": "LOCAL", **({"mlflow.source.git.commit": git_commit()} if git_commit() else {})})
@@ -232,13 +286,18 @@ class ParentRun:
         MlflowClient(self.uri).set_terminated(self.run_id, "KILLED")
 
     def ui_link(self) -> str:
-        """Where to look: the classic training-runs view of the study's parent run."""
+        """Where to look: the experiment's runs list in MLflow's model-training view (not the GenAI page MLflow 3
+        opens by default), grouped by row with the test accuracies as columns (the saved view :func:`rows_view`,
+        when the experiment holds it; else the parent run's page). Clicking the experiment in MLflow's list
+        opens the GenAI page instead (docs/tracking.md)."""
         from mlflow.tracking import MlflowClient
 
         uri, experiment, parent = self.uri, self.experiment, self.run_id
-        exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
-        # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training view
-        path = f"#/experiments/{exp_id}/runs/{parent}?workflowType=machine_learning"
+        exp = MlflowClient(uri).get_experiment_by_name(experiment)
+        if VIEW_TAG in exp.tags:
+            path = f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+        else:  # written before the view existed, or by a user who may not tag the experiment
+            path = f"#/experiments/{exp.experiment_id}/runs/{parent}?workflowType=machine_learning"
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/{path}"
         return f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{path}"
