@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before mlflow is imported
 
-from vaanet.losses import DATASET_CLASSES  # noqa: E402
-from vaanet.train.tracking import default_tracking_uri  # noqa: E402
+from vaanet.classes import DATASET_CLASSES  # noqa: E402
+from vaanet.train.store import default_tracking_uri  # noqa: E402
 
 from . import figures, stats  # noqa: E402
 from .runs import load_runs  # noqa: E402
