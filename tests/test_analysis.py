@@ -6,10 +6,11 @@ import pytest
 from pathlib import Path
 from scipy import stats
 
+from analysis.render import delta, to_latex, to_markdown
 from analysis.report import main as report_main
 from analysis.report import write_reports
 from analysis.runs import load_runs
-from analysis.tables import ablation_table, delta, loss_table, to_latex, to_markdown
+from analysis.tables import ablation_table, loss_table
 from statsmodels.stats.multitest import multipletests
 from conftest import mlflow_store
 from vaanet.classes import VE8_CLASSES

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.report import build_tables
-from analysis.tables import STD_STYLES, to_latex
+from analysis.render import STD_STYLES, to_latex
 from vaanet.classes import E6_CLASSES, VE8_CLASSES
 
 PDFLATEX = shutil.which("pdflatex")
