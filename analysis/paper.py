@@ -1,5 +1,5 @@
 """The paper's published numbers (Zhao et al., AAAI 2020), to print beside a reproduction."""
-from vaanet.losses import E6_CLASSES, VE8_CLASSES
+from vaanet.classes import E6_CLASSES, VE8_CLASSES
 
 # Table 1 (VE-8) and Table 2 (E-6): literature baselines, accuracy in % (citations shortened to fit a column).
 BASELINES = {

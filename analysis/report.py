@@ -20,13 +20,14 @@ from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before mlflow is imported
 
-from vaanet.losses import DATASET_CLASSES  # noqa: E402
-from vaanet.train.tracking import default_tracking_uri  # noqa: E402
+from vaanet.classes import DATASET_CLASSES  # noqa: E402
+from vaanet.train.store import default_tracking_uri  # noqa: E402
 
 from . import figures, stats  # noqa: E402
 from .runs import load_runs  # noqa: E402
+from .render import to_latex, to_markdown  # noqa: E402
 from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table,  # noqa: E402
-                     loss_table, main_table, to_latex, to_markdown)
+                     loss_table, main_table)
 
 TABLE_FORMATS, FIGURE_FORMATS = ("latex", "md"), ("png", "pdf", "svg")
 
@@ -83,7 +84,7 @@ def build_tables(runs) -> list[Table]:
 def write_reports(experiment: str | list[str], uri: str | None = None, out: str | Path | None = None,
                   formats=TABLE_FORMATS, compare_paper: bool = True, log=print, figure_format: str = "png",
                   std: str = "row", parent: str | None = None, all_studies: bool = False) -> list[Path]:
-    """Print the tables and write tables and figures; ``std``: row | inline | none (see ``tables.to_latex``);
+    """Print the tables and write tables and figures; ``std``: row | inline | none (see ``render.to_latex``);
     ``parent``/``all_studies``: which study's trials (see ``runs.load_runs``)."""
     names = [experiment] if isinstance(experiment, str) else list(experiment)
     uri = uri or default_tracking_uri()

@@ -5,7 +5,7 @@ import warnings
 
 import pandas as pd
 
-from vaanet.train.tracking import default_tracking_uri
+from vaanet.train.store import default_tracking_uri
 
 TAGS = ("study", "table", "dataset", "preset", "loss", "lam", "split", "seed", "row", "experiment", "role",
         "study_name", "mlflow.parentRunId")  # a study's parent run: role "study", its study in study_name

@@ -209,7 +209,7 @@ def main():
     import soundfile
     from PIL import Image
 
-    from vaanet.data.ingest import decode_audio
+    from vaanet.data.decode import decode_audio
 
     jpeg_root, wav_root = work / "jpeg", work / "wav"
     wav_root.mkdir(exist_ok=True)

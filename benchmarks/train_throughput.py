@@ -14,7 +14,8 @@ from contextlib import nullcontext
 
 import torch
 
-from vaanet.losses import VE8_CLASSES, PCCELoss
+from vaanet.classes import VE8_CLASSES
+from vaanet.losses import PCCELoss
 from vaanet.models import PRESETS, ModelConfig, VAANet
 
 ABLATION = ["AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT"]

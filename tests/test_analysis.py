@@ -6,13 +6,14 @@ import pytest
 from pathlib import Path
 from scipy import stats
 
+from analysis.render import delta, to_latex, to_markdown
 from analysis.report import main as report_main
 from analysis.report import write_reports
 from analysis.runs import load_runs
-from analysis.tables import ablation_table, delta, loss_table, to_latex, to_markdown
+from analysis.tables import ablation_table, loss_table
 from statsmodels.stats.multitest import multipletests
 from conftest import mlflow_store
-from vaanet.losses import VE8_CLASSES
+from vaanet.classes import VE8_CLASSES
 
 PRESETS = ["AT", "VS", "VS+VCW", "VS+VCW+VT", "VS+VCW+VT+AT"]
 ACC = {"AT": [0.40, 0.42, 0.41], "VS": [0.50, 0.53, 0.52], "VS+VCW": [0.51, 0.55, 0.52],

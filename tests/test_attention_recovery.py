@@ -17,7 +17,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from vaanet.data.ingest import decode_audio, decode_video
+from vaanet.data.decode import decode_audio, decode_video
 from vaanet.data.synth import TONES, SynthConfig, generate
 from vaanet.models.vaanet import ModelConfig, VAANet
 
@@ -91,7 +91,7 @@ def test_truth_sidecar_keeps_the_metric_columns(tmp_path):
 
 
 def test_exposure_scales_each_video_and_brightens_the_key_segments(tmp_path):
-    from vaanet.data.ingest import decode_video
+    from vaanet.data.decode import decode_video
 
     small = dict(videos_per_class=1, duration=2.0, fps=8, resolutions=((48, 48),), distractors=0, key_flash=0.0,
                  noise=0.0)
@@ -112,7 +112,7 @@ def test_exposure_scales_each_video_and_brightens_the_key_segments(tmp_path):
 
 
 def test_static_distractors_stay_clear_of_the_box_and_the_default_set_is_unchanged(tmp_path):
-    from vaanet.data.ingest import decode_video
+    from vaanet.data.decode import decode_video
 
     small = dict(videos_per_class=1, duration=1.0, fps=8, resolutions=((96, 72),), key_flash=0.0, confuser=0.0,
                  noise=0.0, distractor_colours="pairs")
@@ -264,7 +264,7 @@ def test_attention_init_names_are_checked_and_kept_off_the_reference_style():
 
 def test_confuser_same_shows_one_colour_in_the_other_segments(tmp_path):
     """confuser_same: the other segments' box shows one label-free colour (the default: one per segment)."""
-    from vaanet.data.ingest import decode_video
+    from vaanet.data.decode import decode_video
 
     for same in (True, False):
         cfg = SynthConfig(videos_per_class=2, duration=2.0, fps=8, resolutions=((96, 72),), distractors=0, noise=0.0,
@@ -289,7 +289,7 @@ def test_confuser_same_shows_one_colour_in_the_other_segments(tmp_path):
 
 def test_square_size_option(tmp_path):
     """distractor_size: the squares' side as a fraction of the box's (the spatial preset's set: 0.4-0.6)."""
-    from vaanet.data.ingest import decode_video
+    from vaanet.data.decode import decode_video
 
     cfg = SynthConfig(videos_per_class=1, duration=2.0, fps=8, resolutions=((96, 72),), noise=0.0, key_flash=0.0,
                       distractor_colours="pairs", distractor_motion=0.0, distractor_size=(0.5, 0.5))

@@ -15,11 +15,11 @@ from vaanet.data import (
     EpochSampler, NothingPrepared, PrepareConfig, SamplingConfig, VideoEmotionDataset, load_index, make_splits,
     official_split, prepare, stratified_split,
 )
-from vaanet.data.ingest import decode_audio
+from vaanet.data.decode import decode_audio
 from vaanet.data.mfcc import mfcc
 from vaanet.data.sampling import aligned_audio_indices, crop_origin, reference_audio_indices, snippet_indices
 from vaanet.data.synth import SynthConfig, generate, write_mp4
-from vaanet.losses import VE8_CLASSES
+from vaanet.classes import VE8_CLASSES
 
 QUIET = dict(log=lambda *_: None)
 
@@ -287,7 +287,7 @@ def test_split_cache_mismatch_is_explained(synth_cache):
 def test_a_cache_of_another_data_set_is_refused(synth_cache):
     """The synthetic cache holds VE-8 labels: read as E-6 (Anger, Disgust, Fear, Joy, Sadness, Surprise), label 1
     would be Disgust instead of Anticipation, and the per-class names and polarity would be wrong."""
-    from vaanet.losses import DATASET_CLASSES
+    from vaanet.classes import DATASET_CLASSES
 
     split = pd.read_csv(synth_cache / "splits" / "split_00.csv")
     assert len(VideoEmotionDataset(synth_cache, split, "train", classes=DATASET_CLASSES["ve8"]))

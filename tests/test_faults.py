@@ -104,7 +104,7 @@ def test_server_still_down_at_the_end_leaves_the_run_pending_then_replays(server
     from mlflow.tracking import MlflowClient
 
     from vaanet.train import fit_local
-    from vaanet.train.tracking import replay_pending
+    from vaanet.train.replay import replay_pending
 
     cfg = tiny_config(synth_root, synth_cache, tmp_path, **{"optim.epochs": 2, "run.mlflow_uri": server.url})
     _outage(monkeypatch, server, down_after=1, up_before=None)

@@ -19,9 +19,9 @@ import pytest
 from conftest import as_from_a_terminal
 
 from vaanet.data import PrepareConfig, SamplingConfig, VideoEmotionDataset, load_index, make_splits, prepare
-from vaanet.data.ingest import discover
+from vaanet.data.discovery import discover
 from vaanet.data.sampling import aligned_audio_indices
-from vaanet.losses import VE8_CLASSES
+from vaanet.classes import VE8_CLASSES
 
 QUIET = dict(log=lambda *_: None)
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from analysis.report import build_tables
-from analysis.tables import STD_STYLES, to_latex
-from vaanet.losses import E6_CLASSES, VE8_CLASSES
+from analysis.render import STD_STYLES, to_latex
+from vaanet.classes import E6_CLASSES, VE8_CLASSES
 
 PDFLATEX = shutil.which("pdflatex")
 needs_tex = pytest.mark.skipif(PDFLATEX is None, reason="pdflatex not installed (CI installs it: apt-get install "

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaanet.losses import E6_CLASSES, VE8_CLASSES, PCCELoss, pcce_loss, polarity_vector
+from vaanet.classes import E6_CLASSES, VE8_CLASSES
+from vaanet.losses import PCCELoss, pcce_loss, polarity_vector
 
 
 def test_polarity_tables_follow_reference_order():

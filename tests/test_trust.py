@@ -118,7 +118,7 @@ def test_text_files_are_never_classified_as_videos(reference_run, tmp_path):
     """FFmpeg's tty demuxer draws a .txt file as ANSI-art video (a copy of the README became a 106-frame
     "video" classified as Joy): predict, figure3 and prepare's decoder refuse text and subtitles alike."""
     from analysis.figures import figure3
-    from vaanet.data.ingest import decode_video
+    from vaanet.data.decode import decode_video
 
     _, _, ref_tmp = reference_run
     ckpt = ref_tmp / "run"

@@ -19,7 +19,7 @@ import yaml
 
 from .credentials import take_credentials
 from .data.dataset import SamplingConfig
-from .losses import DATASET_CLASSES
+from .classes import DATASET_CLASSES
 from .models.vaanet import ModelConfig
 
 

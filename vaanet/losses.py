@@ -1,4 +1,4 @@
-"""Polarity-consistent cross-entropy (PCCE), eq. (13)-(14), and the class/polarity tables.
+"""Polarity-consistent cross-entropy (PCCE), eq. (13)-(14); the class/polarity tables are :mod:`vaanet.classes`.
 
     L_PCCE = 1/N sum_i (1 + lambda * g(y_hat_i, y_i)) * CE_i,
     g = 1 if polarity(argmax prediction) != polarity(label) else 0.
@@ -13,16 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Alphabetical class order of the public reference code (= label index).
-VE8_CLASSES = ("Anger", "Anticipation", "Disgust", "Fear", "Joy", "Sadness", "Surprise", "Trust")
-E6_CLASSES = ("Anger", "Disgust", "Fear", "Joy", "Sadness", "Surprise")
-POSITIVE, NEGATIVE = "positive", "negative"
-# Plutchik / Ekman emotions -> polarity, as in the paper (VE-8) and the data set papers (E-6).
-POLARITY: dict[str, str] = {
-    "Anger": NEGATIVE, "Disgust": NEGATIVE, "Fear": NEGATIVE, "Sadness": NEGATIVE,
-    "Anticipation": POSITIVE, "Joy": POSITIVE, "Surprise": POSITIVE, "Trust": POSITIVE,
-}
-DATASET_CLASSES = {"ve8": VE8_CLASSES, "e6": E6_CLASSES}
+from .classes import NEGATIVE, POLARITY, POSITIVE
 
 
 def polarity_vector(classes: Sequence[str], polarity: Mapping[str, str] | None = None) -> torch.Tensor:

@@ -12,7 +12,8 @@ import torch
 
 from .config import Config
 from .data.dataset import VideoEmotionDataset
-from .data.ingest import INDEX_COLUMNS, MANIFEST_FILE, Job, PrepareConfig, prepare_video
+from .data.discovery import Job
+from .data.ingest import INDEX_COLUMNS, MANIFEST_FILE, PrepareConfig, prepare_video
 from .figures import attention_figure
 from .losses import polarity_vector
 from .models.pretrained import CheckpointError
@@ -24,7 +25,7 @@ def checkpoint_of_run(run_id: str, uri: str | None = None) -> Path:
     ``checkpoint`` tag names."""
     from mlflow.tracking import MlflowClient
 
-    from .train.tracking import default_tracking_uri
+    from .train.store import default_tracking_uri
 
     uri = uri or default_tracking_uri()
     client = MlflowClient(uri)

@@ -28,7 +28,8 @@ from pathlib import Path
 from .config import Config, load_config
 from .data.ingest import MANIFEST_FILE
 from .train.environment import DIFF_FILE, ENVIRONMENT_FILE, data_digest, git_state
-from .train.tracking import default_tracking_uri, without_study_tags
+from .train.store import default_tracking_uri
+from .train.tracking import without_study_tags
 
 DEFAULT_TOLERANCE = 0.05  # relative (absolute below 1) where the run is not deterministic on its device (GPU)
 NOT_COMPARED = ("epoch_seconds",)  # wall time; MLflow's system/* metrics are not compared either

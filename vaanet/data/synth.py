@@ -44,7 +44,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..losses import DATASET_CLASSES, POLARITY, POSITIVE
+from ..classes import DATASET_CLASSES, POLARITY, POSITIVE
 
 TRUTH_FILE = "synth_truth.csv"
 SETTINGS_FILE = "synth_config.txt"  # the SynthConfig a set was made with (repr of its dict)

@@ -6,7 +6,9 @@ itself is written beside as ``git_diff.patch``), the data (digests of the split 
 index and prepare manifest), the software (Python, torch, torchvision, torchaudio, ray, mlflow, numpy,
 PyAV and its FFmpeg libraries), the device (CPU model and count, GPU model, driver, CUDA, cuDNN), the
 precision actually used (``run.bf16`` takes effect only on a CUDA device) and the determinism settings.
-``vaanet verify`` reads it back (:mod:`vaanet.verify`).
+``vaanet verify`` reads it back (:mod:`vaanet.verify`). Also the code's provenance for the run's tags
+(:func:`git_commit`, :func:`code_version`) and :func:`record_environment`, the record of a run created
+outside the tracker (a study's parent run).
 """
 from __future__ import annotations
 
@@ -176,4 +178,46 @@ def write(folder: str | Path, record: dict, diff: str = "") -> list[Path]:
     return paths
 
 
-__all__ = ["collect", "git_state", "data_digest", "summary", "write", "ENVIRONMENT_FILE", "DIFF_FILE", "code_root"]
+def git_commit() -> str:
+    """The full commit of the vaanet checkout ('' when it is not a git checkout)."""
+    root = Path(vaanet.__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git is fine
+        return ""
+
+
+def code_version() -> str:
+    """vaanet's version and the checkout's short commit (``0.1.0+abc1234``; the version alone outside git)."""
+    root = Path(vaanet.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git is fine
+        sha = ""
+    return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
+
+
+def record_environment(client, run_id: str, cfg) -> None:
+    """The environment record of a run created outside :class:`~vaanet.train.tracking.Tracker` (a study's parent
+    run): the driver's device, ``cfg``'s (a :class:`vaanet.config.Config`) precision, seed and data, logged as
+    :meth:`~vaanet.train.tracking.Tracker.start` logs a trial's."""
+    import tempfile
+
+    import torch
+    from mlflow.entities import Param, RunTag
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    git = git_state()
+    record = collect(device, cfg.run.bf16, cfg.run.seed, cfg.data.split, cfg.data.cache, git)
+    params, tags = summary(record)
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    with tempfile.TemporaryDirectory(prefix="vaanet-env-") as tmp:
+        for path in write(tmp, record, git["diff"]):
+            client.log_artifact(run_id, str(path))
+
+
+__all__ = ["collect", "git_state", "data_digest", "summary", "write", "ENVIRONMENT_FILE", "DIFF_FILE", "code_root",
+           "git_commit", "code_version", "record_environment"]

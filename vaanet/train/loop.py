@@ -34,7 +34,8 @@ from .errors import InjectedFailure, NonFiniteLoss, Stopped, is_deterministic  #
 from .metrics import attention_metrics, check_truth, classification_metrics, predict
 from .session import STATE, LocalSession, RaySession, latest_checkpoint  # noqa: F401  (latest_checkpoint: idem)
 from .state import RESUME_RUN_KEYS, TrainState, prepare_manifest  # noqa: F401  (RESUME_RUN_KEYS: idem)
-from .tracking import Tracker, code_version, git_commit, without_study_tags
+from .environment import code_version, git_commit
+from .tracking import Tracker, without_study_tags
 
 
 # ---- pieces ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ..config import Config
 from ..signals import sigterm_as_ctrl_c
 from .loop import train_fn
 from .ray_cluster import init_ray
-from .tracking import default_tracking_uri, ensure_experiment
+from .store import default_tracking_uri, ensure_experiment
 
 
 def resolve_paths(cfg: Config) -> Config:

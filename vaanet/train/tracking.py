@@ -5,90 +5,24 @@ at the end). When the tracking store stops answering, the loss is reported loudl
 goes on; the tracker asks again every ``retry_s`` seconds, and once the store answers it re-sends what
 the folder kept (params and tags, every metric step MLflow does not have yet - idempotent by step -,
 artifacts, the run's status). A run that ends while the store is still away leaves
-``tracking_pending.json``; :func:`replay_pending` (the study driver calls it) sends it later. Only
-rank 0 tracks.
+``tracking_pending.json``; :func:`vaanet.train.replay.replay_pending` (the study driver calls it) sends
+it later. Only rank 0 tracks. The store itself is :mod:`vaanet.train.store`'s; the re-sending,
+:mod:`vaanet.train.replay`'s.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import vaanet
 from ..credentials import take_credentials  # noqa: F401  (its home before vaanet.credentials)
+from .replay import PENDING_FILE, RUN_ID_FILE, replay, run_id_of
+from .store import check_reachable, default_tracking_uri, experiment_id
 
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """A tracking server that does not answer is reported in one line within seconds, not after the
-    client's retries (minutes)."""
-    import urllib.error
-    import urllib.request
-
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answered (a proxy or auth in front of /health): reachable
-    except OSError as e:
-        raise ConnectionError(f"the MLflow server at {uri} does not answer ({getattr(e, 'reason', e)}); start it "
-                              "(mlflow server ...) or pass another --mlflow-uri") from None
-
-
-def default_tracking_uri(folder: str | Path = ".") -> str:
-    """MLflow 3's own default store: a SQLite database in the working folder (absolute, so that Ray
-    workers, which run elsewhere, write to the same file)."""
-    return f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
-
-
-def ensure_experiment(uri: str | None, experiment: str) -> str:
-    """Create the tracking store and the experiment once, in the driver, before parallel trials race to."""
-    from mlflow.tracking import MlflowClient
-
-    check_reachable(uri or "")
-    return experiment_id(MlflowClient(tracking_uri=uri or default_tracking_uri()), experiment)
-
-
-def experiment_id(client, experiment: str) -> str:
-    """The experiment's id, created if needed: opening in MLflow's training-runs view, and with a SQLite
-    store its artifacts beside the database (``mlartifacts/``), not in whatever folder the first run
-    happened to start in - so a store on shared storage keeps its artifacts there too."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
-    uri = client.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
-
-
-def git_commit() -> str:
-    """The full commit of the vaanet checkout ('' when it is not a git checkout)."""
-    root = Path(vaanet.__file__).resolve().parent.parent
-    try:
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5).stdout.strip()
-    except Exception:  # noqa: BLE001 - no git is fine
-        return ""
-
-
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the training-runs view
 MODEL_ARTIFACT_LIMIT = 50e6  # selected weights up to this size are logged as an artifact; larger: a path tag
-
-
-def code_version() -> str:
-    root = Path(vaanet.__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-    except Exception:  # noqa: BLE001 - no git is fine
-        sha = ""
-    return f"{vaanet.__version__}+{sha}" if sha else vaanet.__version__
 
 
 # Tags a study gives its trials (vaanet/tune/request.py _points): which study, row and parent run a trial belongs
@@ -104,16 +38,6 @@ def without_study_tags(cfg):
     from dataclasses import replace
 
     return replace(cfg, run=replace(cfg.run, tags={k: v for k, v in cfg.run.tags.items() if k not in STUDY_TAGS}))
-
-
-RUN_ID_FILE = "mlflow_run_id"  # in the run folder: the MLflow run this folder's training writes to
-PENDING_FILE = "tracking_pending.json"  # in the run folder: what could not be sent before the run ended
-
-
-def run_id_of(out_dir: str | Path) -> str | None:
-    """The MLflow run id a run folder started, or None."""
-    path = Path(out_dir) / RUN_ID_FILE
-    return path.read_text().strip() or None if path.is_file() else None
 
 
 class Tracker:
@@ -196,7 +120,7 @@ class Tracker:
             return False
         try:
             check_reachable(self.client.tracking_uri, timeout=2)
-            n = _replay(self.client, self.run_id, self.out_dir, self.sent)
+            n = replay(self.client, self.run_id, self.out_dir, self.sent)
         except Exception:  # noqa: BLE001 - still away
             self.lost_at = time.monotonic()
             return False
@@ -319,7 +243,7 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run with its true status; if the store is still away, leave what is unsent in the run
-        folder (``tracking_pending.json``) for :func:`replay_pending`."""
+        folder (``tracking_pending.json``) for :func:`~vaanet.train.replay.replay_pending`."""
         if getattr(self, "monitor", None) is not None:
             try:
                 self.monitor.finish()
@@ -333,105 +257,4 @@ class Tracker:
         if self.lost is not None and self.enabled and self.run_id is not None:
             (self.out_dir / PENDING_FILE).write_text(json.dumps({"run_id": self.run_id, **self.sent}, indent=1))
             print(f"WARNING: MLflow still unreachable; {self.out_dir / PENDING_FILE} keeps what to send "
-                  "(the study driver re-sends it, or call vaanet.train.tracking.replay_pending)", file=sys.stderr)
-
-
-def record_environment(client, run_id: str, cfg) -> None:
-    """The environment record of a run created outside :class:`Tracker` (a study's parent run): the driver's
-    device, ``cfg``'s (a :class:`vaanet.config.Config`) precision, seed and data, logged as :meth:`Tracker.start`
-    logs a trial's."""
-    import tempfile
-
-    import torch
-    from mlflow.entities import Param, RunTag
-
-    from . import environment
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    git = environment.git_state()
-    record = environment.collect(device, cfg.run.bf16, cfg.run.seed, cfg.data.split, cfg.data.cache, git)
-    params, tags = environment.summary(record)
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
-    with tempfile.TemporaryDirectory(prefix="vaanet-env-") as tmp:
-        for path in environment.write(tmp, record, git["diff"]):
-            client.log_artifact(run_id, str(path))
-
-
-def _replay(client, run_id: str, out_dir: Path, sent: dict) -> int:
-    """Re-send a run's params, tags, metrics (only steps MLflow lacks), artifacts and status; returns the
-    number of metric values sent."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    params = [Param(k, v) for k, v in sent.get("params", {}).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i:i + 100])
-    if sent.get("tags"):
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in sent["tags"].items()])
-    lines = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()] \
-        if (out_dir / "metrics.jsonl").is_file() else []
-    have: dict[str, set] = {}
-    batch, ts = [], int(time.time() * 1000)
-    for line in lines:
-        step = line.get("step") or 0
-        for key, value in line.items():
-            if key == "step":
-                continue
-            if key not in have:
-                have[key] = {m.step for m in client.get_metric_history(run_id, key)}
-            if step not in have[key]:
-                batch.append(Metric(key, float(value), ts, step))
-                have[key].add(step)
-    for i in range(0, len(batch), 200):
-        client.log_batch(run_id, metrics=batch[i:i + 200])
-    for path, folder in sent.get("artifacts", []):
-        if Path(path).exists():
-            client.log_artifact(run_id, path, folder)
-    if sent.get("status"):
-        client.set_terminated(run_id, sent["status"])
-    return len(batch)
-
-
-def complete_finished_run(out_dir: str | Path, client) -> bool:
-    """A run whose folder says it finished (``final_metrics.json``) while its MLflow run is still RUNNING: the
-    process was stopped between the two (a SIGKILL, a job's time limit). Send what MLflow lacks of the epochs
-    (``metrics.jsonl``) and of the test metrics, tag the selected weights, and end it FINISHED. True when a
-    run was completed."""
-    from mlflow.entities import Metric
-
-    out_dir = Path(out_dir)
-    run_id = run_id_of(out_dir)
-    if run_id is None or not (out_dir / "final_metrics.json").is_file():
-        return False
-    if client.get_run(run_id).info.status != "RUNNING":
-        return False
-    _replay(client, run_id, out_dir, {})
-    lines = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()] \
-        if (out_dir / "metrics.jsonl").is_file() else []
-    step = max((line.get("step") or 0 for line in lines), default=0)
-    final = json.loads((out_dir / "final_metrics.json").read_text())
-    ts = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in final.items()
-                                      if isinstance(v, (int, float)) and not isinstance(v, bool)])
-    if (out_dir / "best_model.pt").is_file():
-        client.set_tag(run_id, "checkpoint", str(out_dir / "best_model.pt"))
-    client.set_terminated(run_id, "FINISHED")
-    return True
-
-
-def replay_pending(out_dir: str | Path, uri: str) -> bool:
-    """Send what a run left in ``tracking_pending.json`` (its store was away when it ended); True when
-    nothing is pending any more."""
-    from mlflow.tracking import MlflowClient
-
-    path = Path(out_dir) / PENDING_FILE
-    if not path.is_file():
-        return True
-    sent = json.loads(path.read_text())
-    try:
-        check_reachable(uri, timeout=5)
-        _replay(MlflowClient(uri), sent["run_id"], Path(out_dir), sent)
-    except Exception:  # noqa: BLE001 - still away: the file stays
-        return False
-    path.unlink()
-    return True
+                  "(the study driver re-sends it, or call vaanet.train.replay.replay_pending)", file=sys.stderr)

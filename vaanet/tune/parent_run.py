@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config, with_overrides
-from ..train.tracking import complete_finished_run, git_commit, record_environment, replay_pending, run_id_of
+from ..train.environment import git_commit, record_environment
+from ..train.replay import complete_finished_run, replay_pending, run_id_of
 from .request import Study
 from .summary import COMPARED, DONE
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import Config
 from ..signals import sigterm_as_ctrl_c
 from ..train.ray_cluster import init_ray
-from ..train.tracking import check_reachable
+from ..train.store import check_reachable
 from .trial import trainable
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import PRESET_SWITCHES, Config, check_name, flag_overrides, load_config, parse_overrides, with_overrides
 from ..train.loop import RESUME_RUN_KEYS
-from ..train.tracking import check_reachable
+from ..train.store import check_reachable
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"synth": REPO / "configs" / "synth_quick.yaml", "ve8": REPO / "configs" / "ve8.yaml",

@@ -36,7 +36,7 @@ import pandas as pd
 from ..faults import hold
 from ..signals import exit_code, graceful_stop, sigterm_as_ctrl_c, terminated
 from ..train.ray_train import resolve_paths
-from ..train.tracking import ensure_experiment
+from ..train.store import ensure_experiment
 from .data import data_digest, ensure_data, stored_digest
 from .parent_run import ParentRun
 from .progress import StudyProgress
