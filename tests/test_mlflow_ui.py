@@ -58,7 +58,7 @@ def test_a_study_parent_run_stores_the_view_and_the_printed_link_opens_it(tmp_pa
 
     from conftest import mlflow_store
     from vaanet.config import load_config
-    from vaanet.train.tracking import ensure_experiment
+    from vaanet.train.store import ensure_experiment
     from vaanet.tune.parent_run import VIEW_KEY, VIEW_TAG, ParentRun
     from vaanet.tune.request import Study
 

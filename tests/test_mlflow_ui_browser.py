@@ -70,7 +70,7 @@ def test_the_printed_link_shows_every_trial_grouped_by_row_with_test_accuracy(se
     from PIL import Image
 
     from vaanet.config import load_config
-    from vaanet.train.tracking import ensure_experiment
+    from vaanet.train.store import ensure_experiment
     from vaanet.tune.parent_run import ParentRun
     from vaanet.tune.request import Study
 
