@@ -37,7 +37,7 @@ def test_projection_arithmetic_on_a_fixed_timing():
     assert row[-8] == "10" and row[-6] == row[-4] == "min"
     assert float(row[-7]) == pytest.approx(shared / 60, abs=0.05)
     assert float(row[-5]) == pytest.approx(2 * shared / 60 + alone / 60, abs=0.05)  # 2 full waves of 4, then 2 on 2 nodes
-    assert float(row[-3]) == pytest.approx((8 * shared + 2 * alone) / 3600, rel=1e-3)  # device-hours
+    assert float(row[-3]) == pytest.approx((8 * shared + 2 * alone) / 3600, rel=5e-3)  # device-hours, 3 digits
     assert "3.0 s per run, 0.50 s per epoch" in text and "with 2 runs at once: 0.8 s per training video" in text
     assert "this config, 1 run of its split" in text and len(text.splitlines()) == 4 + len(TABLE_RUNS) + 1
     assert sum(r for _, r in DISTINCT) == 77

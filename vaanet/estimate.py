@@ -196,7 +196,7 @@ def cache_disk_report(short_side: int = 128, fps: float = CACHE_FPS) -> str:
 
 
 # ---- calibrated on the machine at hand (`vaanet estimate --calibrate`, issue 29) ---------------------------
-# What a run costs here, measured: (1) seconds per training video, the median of timed steps after warm-up
+# What a run costs here, measured: (1) seconds per training video, the mean of timed steps after warm-up
 # steps; (2) seconds per held-out video, forward only, with every evaluation view the config uses; (3) the
 # same two with ``concurrent`` runs timing at once in their own processes (runs sharing the machine's cores
 # do not each go at the speed of one alone: on a CPU they compete for cores and memory bandwidth); (4) the
@@ -209,7 +209,8 @@ WARMUP_STEPS = 2  # allocator, lazy initialisation, cuDNN autotuning: not timed
 class Calibration:
     """Seconds measured on this machine for one configuration."""
     device: str
-    train_s: float  # per training video (data loading, forward, backward, optimiser step), one run alone
+    train_s: float  # per training video (data loading, forward, backward, optimiser step), one run alone: the
+    # mean of the timed steps
     eval_s: float  # per held-out video (data loading, forward of every view), one run alone
     videos: dict[str, int] | None = None  # the config's own split: train / val / test videos, when its data exist
     concurrent: int = 1  # runs timed at once for the shared figures
@@ -319,9 +320,10 @@ def _time_steps(cfg_dict: dict, steps: int, eval_batches: int) -> dict:
             sync()
             if i:
                 eval_times.append((time.perf_counter() - t0) / seen)
+    # the mean, not the median: a run pays for its slow steps too (on a shared machine they are frequent)
     med = statistics.median(train_times)
-    return {"device": device.type, "train_s": med, "eval_s": statistics.median(eval_times), "videos": videos,
-            "threads": torch.get_num_threads(), "spread": (max(train_times) - min(train_times)) / med}
+    return {"device": device.type, "train_s": statistics.fmean(train_times), "eval_s": statistics.fmean(eval_times),
+            "videos": videos, "threads": torch.get_num_threads(), "spread": (max(train_times) - min(train_times)) / med}
 
 
 def _time_concurrently(cfg_dict: dict, steps: int, eval_batches: int, concurrent: int) -> list[dict]:
@@ -350,8 +352,10 @@ def measure_overhead(cfg, cal: Calibration) -> tuple[float, float]:
     (``vaanet.train.fit_local``, what ``vaanet train --no-ray`` and a study's trial run: MLflow tracking,
     environment record, checkpoints, test artifacts) on a split of a few of its videos, in a scratch folder
     with its own MLflow store, for 1 and 3 epochs; what the calibrated per-video seconds do not explain."""
+    import contextlib
     import tempfile
     import time
+    import warnings
 
     from .train import fit_local
 
@@ -368,7 +372,9 @@ def measure_overhead(cfg, cal: Calibration) -> tuple[float, float]:
                         run=replace(cfg.run, name=name, output=tmp, experiment="overhead", mlflow_uri=f"sqlite:///{tmp}/mlflow.db",
                                     system_metrics=False, fail_at_epoch=-1))
             t0 = time.perf_counter()
-            fit_local(c, Path(tmp) / name)
+            with open(Path(tmp) / f"{name}.log", "w") as out, contextlib.redirect_stdout(out), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow's hints on the split's dataset input
+                fit_local(c, Path(tmp) / name)
             seconds[name] = time.perf_counter() - t0
     compute = lambda epochs: epochs * (n["train"] * cal.train_s + n["val"] * cal.eval_s) + n["test"] * cal.eval_s  # noqa: E731
     per_epoch = max(0.0, (seconds["three"] - compute(3) - seconds["one"] + compute(1)) / 2)
@@ -445,6 +451,11 @@ def _hms(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
+def _hours(h: float) -> str:
+    """Device-hours with three significant digits, never in exponent notation."""
+    return f"{h:.0f}" if h >= 100 else f"{h:.1f}" if h >= 10 else f"{h:.3g}"
+
+
 def table_runs() -> dict[str, list[tuple[str, int]]]:
     return {**TABLE_RUNS, "all tables (distinct runs)": DISTINCT}
 
@@ -457,7 +468,8 @@ def calibrated_report(cal: Calibration, cfg: ModelConfig, epochs: int, concurren
     shared = (f"; with {cal.concurrent} runs at once: {cal.train_s_shared:.4g} s per training video, "
               f"{cal.eval_s_shared:.4g} s per held-out video" if cal.concurrent > 1 and cal.train_s_shared else "")
     lines = [f"calibrated on this machine ({cal.device}, {cal.cores} core(s), {cal.threads} torch thread(s) per run): "
-             f"{cal.train_s:.4g} s per training video (median of {cal.steps} steps, spread {100 * cal.spread:.0f} %), "
+             f"{cal.train_s:.4g} s per training video (mean of {cal.steps} steps; their spread {100 * cal.spread:.0f} % of "
+             f"the median), "
              f"{cal.eval_s:.4g} s per held-out video{shared}",
              f"  overhead: {cal.run_overhead_s:.1f} s per run, {cal.epoch_overhead_s:.2f} s per epoch ({cal.overhead}); "
              f"{epochs} epochs, {concurrent} run(s) at once on each of {nodes} node(s)",
@@ -478,6 +490,6 @@ def calibrated_report(cal: Calibration, cfg: ModelConfig, epochs: int, concurren
                                        share) for d, r in runs) / n_runs
 
         wall, dev_h = projection(per_run(busy), n_runs, concurrent, nodes, per_run(False))
-        lines.append(f"  {table:<45}{n_runs:>6}{_hms(per_run(busy)):>10}{_hms(wall):>10}{dev_h:>10.4g}"
+        lines.append(f"  {table:<45}{n_runs:>6}{_hms(per_run(busy)):>10}{_hms(wall):>10}{_hours(dev_h):>10}"
                      f"{gpu_time(flop[table]):>16}")
     return "\n".join(lines)
