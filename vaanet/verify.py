@@ -294,7 +294,7 @@ def _study_trials(study: str, uri: str | None) -> tuple[str, list[StudyTrial]]:
     folder = Path(study)
     if folder.is_dir():
         if not (folder / STUDY_FILE).is_file():
-            return str(folder), []
+            return "", []  # a run folder
         points = json.loads((folder / STUDY_FILE).read_text()).get("request", {}).get("points") or {}
         trials = []
         for name, overrides in sorted(points.items()):  # name: the trial's folder under train/
