@@ -117,10 +117,15 @@ def _estimate(a):
 
 # ---- vaanet verify and estimate --calibrate (issue 29) ----
 def _verify(a):
-    from .verify import Refused, verify
+    from .verify import Refused, verify, verify_study
 
     try:
-        result = verify(a.run, a.mlflow_uri, a.epochs, a.scratch, a.tolerance)
+        result = verify_study(a.run, a.mlflow_uri, a.trial, a.epochs, a.scratch, a.tolerance)
+        if result is None:  # not a study: one run
+            if a.trial:
+                raise Refused(f"--trial {a.trial}: {a.run} is a run, not a study (a study folder with study.json, or "
+                              "a study's parent run id); drop --trial")
+            result = verify(a.run, a.mlflow_uri, a.epochs, a.scratch, a.tolerance)
     except Refused as e:
         print(f"refused: {e}", file=sys.stderr)
         return 1
@@ -133,8 +138,12 @@ def _verify(a):
 def _add_verify(sub) -> None:
     from .verify import DEFAULT_TOLERANCE
 
-    s = sub.add_parser("verify", help="retrain a run from its record and compare every metric it logged")
-    s.add_argument("run", help="an MLflow run id, or a run folder")
+    s = sub.add_parser("verify", help="retrain a run (or one trial per row of a study) from its record and compare "
+                       "every metric it logged")
+    s.add_argument("run", help="an MLflow run id or a run folder; or a study: its folder (<output>/<experiment>, with "
+                   "study.json) or its parent run's MLflow id, to verify one trial per row")
+    s.add_argument("--trial", default=None, help="for a study: verify in each row the trial whose name ends with this "
+                   "(e.g. split_01_seed0; default: each row's first split and seed)")
     s.add_argument("--mlflow-uri", default=None, help="tracking URI of the run id (default: sqlite:///mlflow.db here)")
     s.add_argument("--epochs", type=int, default=None, help="verify the first N epochs only (cheap)")
     s.add_argument("--scratch", default=None, help="folder to retrain in (default: a temporary one, removed after)")
@@ -147,15 +156,22 @@ def _add_verify(sub) -> None:
 def _calibrate(a, cfg, epochs) -> None:
     from .estimate import calibrate, calibrated_report
 
-    print(calibrated_report(calibrate(cfg, steps=a.steps), cfg.model, epochs, a.concurrent, a.nodes, a.tflops,
-                            cfg.data.audio_frames))
+    cal = calibrate(cfg, steps=a.steps, eval_batches=a.eval_batches, concurrent=a.concurrent,
+                    overhead=not a.no_overhead)
+    print(calibrated_report(cal, cfg.model, epochs, a.concurrent, a.nodes, a.tflops, cfg.data.audio_frames))
 
 
 def _add_calibrate(s) -> None:
-    s.add_argument("--calibrate", action="store_true", help="time a few real training steps of the config on this "
-                   "machine (GPU when present, else CPU) and project each study's wall time and device-hours")
-    s.add_argument("--steps", type=int, default=3, help="training steps timed by --calibrate (after one warm-up)")
-    s.add_argument("--concurrent", type=int, default=1, help="runs at once per node, for --calibrate's wall time")
+    s.add_argument("--calibrate", action="store_true", help="time real training and evaluation steps of the config "
+                   "on this machine (GPU when present, else CPU), alone and --concurrent at once, and its per-run and "
+                   "per-epoch overhead (when its data exist), and project each study's wall time and device-hours")
+    s.add_argument("--steps", type=int, default=12, help="training steps timed by --calibrate (after 2 warm-up steps; "
+                   "the median counts)")
+    s.add_argument("--eval-batches", type=int, default=4, help="evaluation batches timed by --calibrate (after one)")
+    s.add_argument("--no-overhead", action="store_true", help="--calibrate without the runs that measure the per-run "
+                   "and per-epoch overhead")
+    s.add_argument("--concurrent", type=int, default=1, help="runs at once per node, for --calibrate's wall time "
+                   "(timed at once: on a CPU they share its cores)")
     s.add_argument("--nodes", type=int, default=1, help="nodes, for --calibrate's wall time")
 # ---- end vaanet verify / estimate --calibrate ----
 

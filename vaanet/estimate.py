@@ -9,6 +9,7 @@ sustained throughput (runs x epochs x videos x FLOPs).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -60,15 +61,23 @@ def _saved_bytes(cfg: ModelConfig, batch: int, audio_frames: int) -> float:
     return float(total)
 
 
+def _saved_per_video(cfg: ModelConfig, audio_frames: int) -> float:
+    """Bytes autograd saves per video: the difference between batches of 3 and 2 videos. A batch of one
+    cannot be traced in training mode where BatchNorm meets a 1x1 map (small crops: "Expected more than 1
+    value per channel when training"); the difference also leaves out the weights saved once per pass
+    (counted in the static bytes)."""
+    return _saved_bytes(cfg, 3, audio_frames) - _saved_bytes(cfg, 2, audio_frames)
+
+
 def estimate(cfg: ModelConfig, audio_frames: int = 256) -> Estimate:
     c = count_complexity(cfg, audio_frames=audio_frames)
-    plain = _saved_bytes(replace(cfg, checkpoint_segments=False), 1, audio_frames)
-    ckpt = _saved_bytes(replace(cfg, checkpoint_segments=True), 1, audio_frames)
+    plain = _saved_per_video(replace(cfg, checkpoint_segments=False), audio_frames)
+    ckpt = _saved_per_video(replace(cfg, checkpoint_segments=True), audio_frames)
     one_segment = 0.0
     if cfg.visual:  # the backbone activations of one segment, alive while it is recomputed
         seg = replace(cfg, segments=1, audio=False, audio_attention=False, checkpoint_segments=False,
                       spatial_attention=False, channel_attention=False, temporal_attention=False)
-        one_segment = _saved_bytes(seg, 1, audio_frames)
+        one_segment = _saved_per_video(seg, audio_frames)
     return Estimate(c.gflops, c.params, plain, ckpt + one_segment, 16.0 * c.trainable_params)
 
 
@@ -105,11 +114,22 @@ def report(cfg: ModelConfig, epochs: int, gpu_gb: float, sustained_tflops: float
         f"{largest_micro_batch(e.activations_plain, e.static_bytes, gpu)} videos plain, "
         f"{largest_micro_batch(e.activations_checkpointed, e.static_bytes, gpu)} with checkpointing "
         f"(bf16 autocast roughly halves the activations); the paper's batch of 32 is reached by accumulation",
-        f"GPU-hours at {sustained_tflops:g} sustained TFLOP/s, {epochs} epochs:",
+        f"GPU time at {sustained_tflops:g} sustained TFLOP/s, {epochs} epochs:",
     ]
     for table, h in gpu_hours(e.gflops_forward, epochs, sustained_tflops).items():
-        lines.append(f"  {table:<45}{h:>10.1f}")
+        lines.append(f"  {table:<45}{gpu_time(h):>12}")
     return "\n".join(lines)
+
+
+def gpu_time(hours: float) -> str:
+    """A device time with its unit and at least two significant digits, never a misleading "0.0": hours from
+    one hour up, else minutes from one minute, else seconds."""
+    seconds = hours * 3600
+    if seconds >= 3600:
+        return f"{hours:.1f} h" if hours < 1000 else f"{hours:.0f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def epoch_seconds(gflops_forward: float, dataset: str, sustained_tflops: float) -> float:
@@ -176,28 +196,59 @@ def cache_disk_report(short_side: int = 128, fps: float = CACHE_FPS) -> str:
 
 
 # ---- calibrated on the machine at hand (`vaanet estimate --calibrate`, issue 29) ---------------------------
+# What a run costs here, measured: (1) seconds per training video, the mean of timed steps after warm-up
+# steps; (2) seconds per held-out video, forward only, with every evaluation view the config uses; (3) the
+# same two with ``concurrent`` runs timing at once in their own processes (runs sharing the machine's cores
+# do not each go at the speed of one alone: on a CPU they compete for cores and memory bandwidth); (4) the
+# fixed cost of a run (start-up, MLflow run, environment record, test artifacts) and of an epoch (checkpoint,
+# selected weights, metrics), from real runs of the config on a split of a few of its videos.
+WARMUP_STEPS = 2  # allocator, lazy initialisation, cuDNN autotuning: not timed
+
+
 @dataclass
 class Calibration:
-    """Seconds per video measured on this machine for one configuration: a training step's share (data
-    loading, forward, backward, optimiser step) and an evaluation pass's share (data loading, forward)."""
+    """Seconds measured on this machine for one configuration."""
     device: str
-    train_s: float  # per training video
-    eval_s: float  # per held-out video (validation each epoch, test once)
+    train_s: float  # per training video (data loading, forward, backward, optimiser step), one run alone: the
+    # mean of the timed steps
+    eval_s: float  # per held-out video (data loading, forward of every view), one run alone
     videos: dict[str, int] | None = None  # the config's own split: train / val / test videos, when its data exist
+    concurrent: int = 1  # runs timed at once for the shared figures
+    train_s_shared: float | None = None  # per training video while ``concurrent`` runs share the machine
+    eval_s_shared: float | None = None
+    run_overhead_s: float = 0.0  # per run: start-up, MLflow run and params, environment record, test artifacts
+    epoch_overhead_s: float = 0.0  # per epoch: checkpoint, selected weights, MLflow metrics
+    overhead: str = "not measured"  # how the two overheads were obtained
+    threads: int = 0  # torch threads per run
+    cores: int = 0  # CPU cores this process may use
+    steps: int = 0  # training steps timed per run
+    spread: float = 0.0  # (max - min) / median of the timed training steps (alone)
+
+    def per_video(self, shared: bool) -> tuple[float, float]:
+        if shared and self.concurrent > 1 and self.train_s_shared is not None:
+            return self.train_s_shared, self.eval_s_shared
+        return self.train_s, self.eval_s
 
 
-def calibrate(cfg, steps: int = 3, eval_batches: int = 2) -> Calibration:
-    """Time ``steps`` real training steps of ``cfg`` (a :class:`vaanet.config.Config`), after one warm-up step,
-    and ``eval_batches`` evaluation batches, on the GPU when there is one, else the CPU; on the config's own
-    data when its cache and split exist (so loading is timed too), else on random inputs of its shapes."""
+def _eval_views(cfg) -> int:
+    return max(1, cfg.data.temporal_views) * max(1, cfg.data.spatial_views)
+
+
+def _time_steps(cfg_dict: dict, steps: int, eval_batches: int) -> dict:
+    """Time ``steps`` training steps (after :data:`WARMUP_STEPS`) and ``eval_batches`` evaluation batches of a
+    config (its dict), on its data when they exist, else on random inputs of its shapes. Module level: it also
+    runs in spawned processes (concurrent runs)."""
     import itertools
+    import statistics
     import time
     from pathlib import Path
 
+    from .config import Config
     from .losses import PCCELoss
     from .models.vaanet import build_model
     from .train.loop import _loaders
 
+    cfg = Config.from_dict(cfg_dict)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -215,18 +266,25 @@ def calibrate(cfg, steps: int = 3, eval_batches: int = 2) -> Calibration:
         loaders, _, accumulate = _loaders(cfg, 0, 1, pin=device.type == "cuda")
         videos = {k: len(v.dataset) for k, v in loaders.items()}
         train, held_out = itertools.cycle(loaders["train"]), itertools.cycle(loaders["val"])
-    else:  # random inputs of the config's shapes
-        m = cfg.model
+    else:  # random inputs of the config's shapes; held-out items carry every evaluation view
+        m, views = cfg.model, _eval_views(cfg)
         fake = {"label": torch.randint(0, m.num_classes, (micro,))}
         if m.visual:
             fake["visual"] = torch.randn(micro, m.segments, 3, m.frames, m.crop_size, m.crop_size)
         if m.audio:
             fake["audio"] = torch.randn(micro, m.segments, 1, cfg.data.audio_frames, 32)
-        train = held_out = itertools.repeat(fake)
+        many = {k: (v.unsqueeze(1).expand(-1, views, *v.shape[1:]).contiguous() if k != "label" and views > 1 else v)
+                for k, v in fake.items()}
+        train, held_out = itertools.repeat(fake), itertools.repeat(many)
 
     def forward(batch):
-        visual = batch["visual"].to(device) if "visual" in batch else None
-        audio = batch["audio"].to(device) if "audio" in batch else None
+        visual, audio = batch.get("visual"), batch.get("audio")
+        multi = (visual is not None and visual.dim() == 7) or (audio is not None and audio.dim() == 6)
+        if multi:  # [B, V, ...] -> [B*V, ...], as vaanet.train.metrics.predict does
+            visual = visual.flatten(0, 1) if visual is not None else None
+            audio = audio.flatten(0, 1) if audio is not None else None
+        visual = visual.to(device) if visual is not None else None
+        audio = audio.to(device) if audio is not None else None
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             return model(visual, audio).logits, batch["label"].to(device)
 
@@ -244,59 +302,194 @@ def calibrate(cfg, steps: int = 3, eval_batches: int = 2) -> Calibration:
         optimizer.step()
         return seen
 
-    step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
-    sync()
-    t0, seen = time.perf_counter(), 0
-    for _ in range(steps):
-        seen += step()
-    sync()
-    train_s = (time.perf_counter() - t0) / seen
+    train_times = []
+    for i in range(WARMUP_STEPS + steps):
+        sync()
+        t0 = time.perf_counter()
+        seen = step()
+        sync()
+        if i >= WARMUP_STEPS:
+            train_times.append((time.perf_counter() - t0) / seen)
     model.eval()
+    eval_times = []
     with torch.no_grad():
-        forward(next(held_out))  # warm-up
-        sync()
-        t0, seen = time.perf_counter(), 0
-        for batch in itertools.islice(held_out, eval_batches):
-            seen += len(forward(batch)[1])
-        sync()
-    return Calibration(device.type, train_s, (time.perf_counter() - t0) / seen, videos)
+        for i in range(1 + eval_batches):  # the first one warms up
+            batch = next(held_out)
+            t0 = time.perf_counter()
+            seen = len(forward(batch)[1])
+            sync()
+            if i:
+                eval_times.append((time.perf_counter() - t0) / seen)
+    # the mean, not the median: a run pays for its slow steps too (on a shared machine they are frequent)
+    med = statistics.median(train_times)
+    return {"device": device.type, "train_s": statistics.fmean(train_times), "eval_s": statistics.fmean(eval_times),
+            "videos": videos, "threads": torch.get_num_threads(), "spread": (max(train_times) - min(train_times)) / med}
 
 
-def run_seconds(cal: Calibration, epochs: int, train: float, val: float, test: float) -> float:
-    """One run: every epoch trains on ``train`` videos and validates on ``val``; the test follows once."""
-    return epochs * (train * cal.train_s + val * cal.eval_s) + test * cal.eval_s
+def _time_concurrently(cfg_dict: dict, steps: int, eval_batches: int, concurrent: int) -> list[dict]:
+    """:func:`_time_steps` in ``concurrent`` processes at once (spawned: each its own torch threads)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(concurrent, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_time_steps, [cfg_dict] * concurrent, [steps] * concurrent, [eval_batches] * concurrent))
 
 
-def projection(run_s: float, runs: int, concurrent: int, nodes: int = 1) -> tuple[float, float]:
-    """(wall seconds, device-hours) of ``runs`` runs of ``run_s`` seconds, ``concurrent`` at once on each of
-    ``nodes`` nodes: they go in waves of ``concurrent x nodes``; each run holds one device while it trains."""
-    waves = -(-runs // (concurrent * nodes))
-    return waves * run_s, runs * run_s / 3600
+def _tiny_split(cfg, folder) -> str:
+    """A split file of the config's own split with one training step's videos, one validation and one test video."""
+    import pandas as pd
+
+    split = pd.read_csv(cfg.data.split, dtype=str)
+    keep = [split[split["subset"] == "train"].head(cfg.optim.batch_size),
+            split[split["subset"] == "val"].head(1), split[split["subset"] == "test"].head(1)]
+    path = Path(folder) / "tiny_split.csv"
+    pd.concat(keep).to_csv(path, index=False)
+    return str(path)
+
+
+def measure_overhead(cfg, cal: Calibration) -> tuple[float, float]:
+    """(seconds per run, seconds per epoch) spent outside training and evaluation: real runs of ``cfg``
+    (``vaanet.train.fit_local``, what ``vaanet train --no-ray`` and a study's trial run: MLflow tracking,
+    environment record, checkpoints, test artifacts) on a split of a few of its videos, in a scratch folder
+    with its own MLflow store, for 1 and 3 epochs; what the calibrated per-video seconds do not explain."""
+    import contextlib
+    import tempfile
+    import time
+    import warnings
+
+    from .train import fit_local
+
+    with tempfile.TemporaryDirectory(prefix="vaanet-overhead-") as tmp:
+        split = _tiny_split(cfg, tmp)
+        n = {"train": cfg.optim.batch_size, "val": 1, "test": 1}
+        import pandas as pd
+
+        counts = pd.read_csv(split)["subset"].value_counts()
+        n = {k: int(counts.get(k, 0)) for k in n}
+        seconds = {}
+        for name, epochs in (("warm-up", 1), ("one", 1), ("three", 3)):  # the first creates the MLflow store
+            c = replace(cfg, data=replace(cfg.data, split=split), optim=replace(cfg.optim, epochs=epochs),
+                        run=replace(cfg.run, name=name, output=tmp, experiment="overhead", mlflow_uri=f"sqlite:///{tmp}/mlflow.db",
+                                    system_metrics=False, fail_at_epoch=-1))
+            t0 = time.perf_counter()
+            with open(Path(tmp) / f"{name}.log", "w") as out, contextlib.redirect_stdout(out), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow's hints on the split's dataset input
+                fit_local(c, Path(tmp) / name)
+            seconds[name] = time.perf_counter() - t0
+    compute = lambda epochs: epochs * (n["train"] * cal.train_s + n["val"] * cal.eval_s) + n["test"] * cal.eval_s  # noqa: E731
+    per_epoch = max(0.0, (seconds["three"] - compute(3) - seconds["one"] + compute(1)) / 2)
+    per_run = max(0.0, seconds["one"] - compute(1) - per_epoch)
+    return per_run, per_epoch
+
+
+def calibrate(cfg, steps: int = 12, eval_batches: int = 4, concurrent: int = 1, overhead: bool = True) -> Calibration:
+    """Time ``steps`` real training steps of ``cfg`` (a :class:`vaanet.config.Config`) after warm-up steps and
+    ``eval_batches`` evaluation batches, on the GPU when there is one, else the CPU, on the config's own data
+    when its cache and split exist (so loading is timed too), else on random inputs of its shapes; again with
+    ``concurrent`` runs timing at once (when > 1); and, when the data exist and ``overhead``, the fixed cost
+    of a run and of an epoch (:func:`measure_overhead`)."""
+    import os
+
+    if steps < 1 or eval_batches < 1 or concurrent < 1:
+        raise ValueError(f"--steps {steps}, eval batches {eval_batches}, --concurrent {concurrent}: each must be >= 1")
+    cfg_dict = cfg.to_dict()
+    alone = _time_steps(cfg_dict, steps, eval_batches)
+    cal = Calibration(alone["device"], alone["train_s"], alone["eval_s"], alone["videos"], concurrent=concurrent,
+                      threads=alone["threads"], cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1, steps=steps, spread=alone["spread"])
+    if concurrent > 1:
+        if cal.device == "cuda":  # one GPU per run: runs on other GPUs do not share it
+            cal.train_s_shared, cal.eval_s_shared = cal.train_s, cal.eval_s
+        else:
+            import statistics
+
+            shared = _time_concurrently(cfg_dict, steps, eval_batches, concurrent)
+            cal.train_s_shared = statistics.median(r["train_s"] for r in shared)
+            cal.eval_s_shared = statistics.median(r["eval_s"] for r in shared)
+    if overhead and cal.videos:
+        cal.run_overhead_s, cal.epoch_overhead_s = measure_overhead(cfg, cal)
+        cal.overhead = "measured on a split of a few of the config's videos"
+    elif overhead:
+        cal.overhead = (f"not measured: the config's data ({cfg.data.cache}, {cfg.data.split}) are missing; prepare "
+                        "them to include start-up, checkpoint and MLflow time")
+    return cal
+
+
+def run_seconds(cal: Calibration, epochs: int, train: float, val: float, test: float, shared: bool = False) -> float:
+    """One run: every epoch trains on ``train`` videos, validates on ``val`` and pays the epoch overhead; the
+    test follows once, and the run's fixed overhead; ``shared``: while other runs share the machine."""
+    train_s, eval_s = cal.per_video(shared)
+    return cal.run_overhead_s + epochs * (train * train_s + val * eval_s + cal.epoch_overhead_s) + test * eval_s
+
+
+def projection(run_s: float, runs: int, concurrent: int, nodes: int = 1, run_s_alone: float | None = None
+               ) -> tuple[float, float]:
+    """(wall seconds, device-hours) of ``runs`` runs, ``concurrent`` at once on each of ``nodes`` nodes: they go
+    in waves of ``concurrent x nodes`` runs of ``run_s`` seconds (each while the others share its node); a last,
+    partial wave with at most one run per node takes ``run_s_alone`` (default ``run_s``). Each run holds one
+    device (a GPU; on a CPU, its share of the cores) while it trains."""
+    slots = concurrent * nodes
+    full, rest = divmod(runs, slots)
+    alone = run_s if run_s_alone is None else run_s_alone
+    wall = full * run_s + (0.0 if rest == 0 else alone if rest <= nodes else run_s)
+    busy = full * slots * run_s + rest * (alone if rest <= nodes else run_s)
+    return wall, busy / 3600
+
+
+def schedule(durations: list[float], slots: int) -> float:
+    """Wall seconds of runs started in this order on ``slots`` slots, each as soon as one is free (Ray Tune's
+    order for a grid)."""
+    import heapq
+
+    free = [0.0] * max(1, slots)
+    for d in durations:
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
 
 
 def _hms(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _hours(h: float) -> str:
+    """Device-hours with three significant digits, never in exponent notation."""
+    return f"{h:.0f}" if h >= 100 else f"{h:.1f}" if h >= 10 else f"{h:.3g}"
+
+
+def table_runs() -> dict[str, list[tuple[str, int]]]:
+    return {**TABLE_RUNS, "all tables (distinct runs)": DISTINCT}
 
 
 def calibrated_report(cal: Calibration, cfg: ModelConfig, epochs: int, concurrent: int, nodes: int,
                       sustained_tflops: float, audio_frames: int = 256) -> str:
-    """Each table's wall time and device-hours from the measured seconds per video, beside the FLOP-based
-    GPU-hours at ``sustained_tflops``; first the config's own split (one run), when its data exist."""
+    """Each table's wall time and device-hours from the measured seconds, beside the FLOP-based GPU time at
+    ``sustained_tflops``; first the config's own split (one run), when its data exist."""
     flop = gpu_hours(count_complexity(cfg, audio_frames=audio_frames).gflops, epochs, sustained_tflops)
-    lines = [f"calibrated on this machine ({cal.device}): {cal.train_s:.3f} s per training video, {cal.eval_s:.3f} s per "
-             f"held-out video; {epochs} epochs, {concurrent} run(s) at once on each of {nodes} node(s)",
-             f"  {'study':<45}{'runs':>6}{'per run':>10}{'wall':>10}{'device-h':>10}{'FLOP-based GPU-h':>18}"]
+    shared = (f"; with {cal.concurrent} runs at once: {cal.train_s_shared:.4g} s per training video, "
+              f"{cal.eval_s_shared:.4g} s per held-out video" if cal.concurrent > 1 and cal.train_s_shared else "")
+    lines = [f"calibrated on this machine ({cal.device}, {cal.cores} core(s), {cal.threads} torch thread(s) per run): "
+             f"{cal.train_s:.4g} s per training video (mean of {cal.steps} steps; their spread {100 * cal.spread:.0f} % of "
+             f"the median), "
+             f"{cal.eval_s:.4g} s per held-out video{shared}",
+             f"  overhead: {cal.run_overhead_s:.1f} s per run, {cal.epoch_overhead_s:.2f} s per epoch ({cal.overhead}); "
+             f"{epochs} epochs, {concurrent} run(s) at once on each of {nodes} node(s)",
+             f"  {'study':<45}{'runs':>6}{'per run':>10}{'wall':>10}{'device-h':>10}{'FLOP-based GPU':>16}"]
+    busy = concurrent > 1
+
     if cal.videos:
         v = cal.videos
         run_s = run_seconds(cal, epochs, v["train"], v["val"], v["test"])
         wall, dev_h = projection(run_s, 1, concurrent, nodes)
-        lines.append(f"  {'this config, 1 run of its split':<45}{1:>6}{_hms(run_s):>10}{_hms(wall):>10}{dev_h:>10.2f}"
-                     f"{'':>18}")
-    for table, runs in {**TABLE_RUNS, "all tables (distinct runs)": DISTINCT}.items():
+        lines.append(f"  {'this config, 1 run of its split':<45}{1:>6}{_hms(run_s):>10}{_hms(wall):>10}{dev_h:>10.3g}"
+                     f"{'':>16}")
+    for table, runs in table_runs().items():
         n_runs = sum(r for _, r in runs)
-        seconds = sum(r * run_seconds(cal, epochs, VIDEOS[d] * TRAIN_SHARE[d], 0, 0)
-                      + r * epochs * VIDEOS[d] * (1 - TRAIN_SHARE[d]) * cal.eval_s for d, r in runs)
-        run_s = seconds / n_runs
-        wall, dev_h = projection(run_s, n_runs, concurrent, nodes)
-        lines.append(f"  {table:<45}{n_runs:>6}{_hms(run_s):>10}{_hms(wall):>10}{dev_h:>10.1f}{flop[table]:>18.1f}")
+
+        def per_run(share: bool) -> float:
+            return sum(r * run_seconds(cal, epochs, VIDEOS[d] * TRAIN_SHARE[d], VIDEOS[d] * (1 - TRAIN_SHARE[d]), 0,
+                                       share) for d, r in runs) / n_runs
+
+        wall, dev_h = projection(per_run(busy), n_runs, concurrent, nodes, per_run(False))
+        lines.append(f"  {table:<45}{n_runs:>6}{_hms(per_run(busy)):>10}{_hms(wall):>10}{_hours(dev_h):>10}"
+                     f"{gpu_time(flop[table]):>16}")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ class Record:
     environment: dict | None
     metrics: dict[tuple[str, int], float]  # (metric, step) -> value
     warnings: list[str] = field(default_factory=list)
+    legacy: dict | None = None  # a run without environment record: its git commit tag and dataset input digest
 
 
 def _config_from_yaml(path: Path) -> Config:
@@ -65,6 +66,11 @@ def _folder_record(folder: Path) -> Record:
         raise Refused(f"{best} is missing: the config the run trained with cannot be checked; pass its MLflow run id")
     trained = Config.from_dict(torch.load(best, map_location="cpu", weights_only=True)["config"]).flat()
     env_file = folder / ENVIRONMENT_FILE
+    if not env_file.is_file():
+        raise Refused(f"{env_file} is missing: the run predates environment records, so neither the code nor the data "
+                      "it trained with can be checked from its folder; pass its MLflow run id instead "
+                      f"(`vaanet verify $(cat {folder / 'mlflow_run_id'})`: its git commit tag and dataset digest are "
+                      "checked)")
     return Record(str(folder), _config_from_yaml(config_file), trained,
                   json.loads(env_file.read_text()) if env_file.is_file() else None, _folder_metrics(folder))
 
@@ -92,7 +98,12 @@ def _mlflow_record(run_id: str, uri: str | None) -> Record:
             continue
         for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
             metrics[key, m.step] = m.value  # the latest value of a step is the one MLflow shows
-    return Record(f"MLflow run {run_id} at {uri}", config, dict(run.data.params), env, metrics)
+    legacy = None
+    if env is None:  # a run from before environment records: what MLflow itself kept of its code and data
+        inputs = getattr(run.inputs, "dataset_inputs", None) or []
+        legacy = {"commit": run.data.tags.get("mlflow.source.git.commit", ""),
+                  "dataset_digest": inputs[0].dataset.digest if inputs else ""}
+    return Record(f"MLflow run {run_id} at {uri}", config, dict(run.data.params), env, metrics, legacy=legacy)
 
 
 def load_record(run: str, uri: str | None = None) -> Record:
@@ -129,6 +140,40 @@ def check_code(environment: dict | None, root: str | Path | None = None) -> list
         warnings.append(f"this checkout has uncommitted changes ({now['diff'].count('diff --git')} file(s)) that the run "
                         "did not have: the reproduction runs them")
     return warnings
+
+
+def split_digest(split: str | Path) -> str:
+    """The digest MLflow gives the split file as a run's dataset input (vaanet.train.tracking's log_split)."""
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+
+    with warnings.catch_warnings():  # MLflow's hints on the source's kind and the integer columns' schema
+        warnings.simplefilter("ignore")
+        return mlflow.data.from_pandas(pd.read_csv(split, dtype={"video_id": str}), source=str(split)).digest
+
+
+def check_legacy(record: Record, root: str | Path | None = None) -> list[str]:
+    """A run without an environment record (it predates them): refuse unless its MLflow git commit tag names
+    this checkout's commit and its dataset input has the digest of the split file there now; return warnings
+    about what cannot be checked."""
+    legacy = record.legacy or {}
+    if not legacy.get("commit"):
+        raise Refused(f"{record.source} has neither an {ENVIRONMENT_FILE} artifact nor a mlflow.source.git.commit tag: "
+                      "the code it trained with is unknown, so it cannot be verified; retrain it with this vaanet "
+                      "(`vaanet train`), which records both")
+    warnings = check_code({"git": {"commit": legacy["commit"], "dirty": False}}, root)
+    cfg = record.config
+    if legacy.get("dataset_digest"):
+        now = split_digest(cfg.data.split) if Path(cfg.data.split).is_file() else "absent"
+        if now != legacy["dataset_digest"]:
+            raise Refused(f"the data differ from the run's: {cfg.data.split} (MLflow dataset digest "
+                          f"{legacy['dataset_digest']} when trained, {now} now); point data.split at the split the "
+                          "run used")
+    return ["the run has no environment record (it predates them): its commit tag and split digest match; "
+            "uncommitted changes, the cache's contents and the device are not checked, and the metrics are compared "
+            "within --tolerance", *warnings]
 
 
 def check_data(environment: dict | None, cfg: Config) -> None:
@@ -186,7 +231,8 @@ def verify(run: str, uri: str | None = None, epochs: int | None = None, scratch:
 
     record = load_record(run, uri)
     check_config(record)
-    warnings = check_code(record.environment, code_root)
+    warnings = (check_code(record.environment, code_root) if record.environment is not None
+                else check_legacy(record, code_root))
     cfg = record.config
     cfg.check_files()
     check_data(record.environment, cfg)
@@ -232,4 +278,117 @@ def _folder_metrics(folder: Path) -> dict[tuple[str, int], float]:
     return metrics
 
 
-__all__ = ["verify", "load_record", "check_config", "check_code", "check_data", "compare", "Refused", "DEFAULT_TOLERANCE"]
+# ---- a study: one trial per row ------------------------------------------------------------------------
+STUDY_FILE = "study.json"  # in a study folder (<output>/<experiment>), written by vaanet.tune.study
+
+
+@dataclass
+class StudyTrial:
+    row: str  # the table row (tag ``row``)
+    name: str  # the trial's run name, e.g. VS+VCW_split_00_seed0
+    run: str  # what :func:`verify` takes: its run folder, or its MLflow run id
+
+
+def _study_trials(study: str, uri: str | None) -> tuple[str, list[StudyTrial]]:
+    """(what was read, every finished trial of ``study``): a study folder (``study.json`` and ``train/<trial>/``)
+    or the MLflow run id of a study's parent run (its child runs); empty when ``study`` is neither."""
+    folder = Path(study)
+    if folder.is_dir():
+        if not (folder / STUDY_FILE).is_file():
+            return "", []  # a run folder
+        points = json.loads((folder / STUDY_FILE).read_text()).get("request", {}).get("points") or {}
+        trials = []
+        for name, overrides in sorted(points.items()):  # name: the trial's folder under train/
+            run = folder / "train" / name
+            if not (run / "artifacts" / "config.yaml").is_file():
+                continue  # not finished
+            suffix = f"_{Path(str(overrides.get('data.split', ''))).stem}_seed{overrides.get('run.seed', '')}"
+            trials.append(StudyTrial(name.removesuffix(suffix), name, str(run)))
+        return f"study folder {folder}", trials
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        parent = client.get_run(study)
+    except Exception:  # noqa: BLE001 - not a run id: the caller treats it as a run
+        return "", []
+    if parent.data.tags.get("role") != "study":
+        return "", []
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{study}'",
+                                  max_results=10000)
+    trials = [StudyTrial(r.data.tags.get("row", r.info.run_name), r.info.run_name, r.info.run_id)
+              for r in children if r.info.status == "FINISHED"]
+    return f"study {parent.data.tags.get('experiment', parent.info.run_name)} (MLflow run {study} at {uri})", \
+        sorted(trials, key=lambda t: t.name)
+
+
+def choose_trials(trials: list[StudyTrial], trial: str | None = None) -> list[StudyTrial]:
+    """One trial per row, rows in their first appearance: the first by name (the first split, the first seed),
+    or the one whose name ends with ``trial`` (e.g. ``split_01_seed0``). A row without such a trial is an error
+    naming the trials it has."""
+    rows: dict[str, list[StudyTrial]] = {}
+    for t in sorted(trials, key=lambda t: t.name):
+        rows.setdefault(t.row, []).append(t)
+    chosen = []
+    for row, ts in rows.items():
+        match = [t for t in ts if trial is None or t.name.endswith(trial) or t.name == trial]
+        if not match:
+            raise Refused(f"row {row} has no finished trial named ...{trial} (it has {', '.join(t.name for t in ts)}); "
+                          "give --trial a suffix every row has, e.g. split_00_seed0")
+        chosen.append(match[0])
+    return chosen
+
+
+def verify_study(study: str, uri: str | None = None, trial: str | None = None, epochs: int | None = None,
+                 scratch: str | Path | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                 code_root: str | Path | None = None, log=print) -> "StudyComparison | None":
+    """Verify one trial per row of ``study`` (a study folder, or its parent run's MLflow id); None when
+    ``study`` is not a study (then it is a single run). A trial whose record is refused counts as failed."""
+    source, trials = _study_trials(study, uri)
+    if not source:
+        return None
+    if not trials:
+        raise Refused(f"{source} has no finished trial to verify (a study folder holds {STUDY_FILE} and train/<trial>/ "
+                      "with artifacts/config.yaml); finish the study first (rerun its command with --resume)")
+    chosen = choose_trials(trials, trial)
+    log(f"verifying {source}: {len(chosen)} trial(s), one per row: {', '.join(t.name for t in chosen)}", flush=True)
+    results = []
+    for i, t in enumerate(chosen):
+        folder = Path(scratch) / f"{i:02d}" if scratch else None
+        try:
+            results.append((t, verify(t.run, uri, epochs, folder, tolerance, code_root, log), ""))
+        except Refused as e:
+            log(f"refused: {t.name}: {e}")
+            results.append((t, None, str(e)))
+    return StudyComparison(results)
+
+
+@dataclass
+class StudyComparison:
+    results: list[tuple[StudyTrial, Comparison | None, str]]  # (trial, its comparison, why refused)
+
+    @property
+    def ok(self) -> bool:
+        return all(c is not None and c.ok for _, c, _ in self.results)
+
+    @property
+    def failed(self) -> list[str]:
+        return [t.name for t, c, _ in self.results if c is None or not c.ok]
+
+    def table(self) -> str:
+        w_row = max([len("row")] + [len(t.row) for t, _, _ in self.results]) + 2
+        w_trial = max([len("trial")] + [len(t.name) for t, _, _ in self.results]) + 2
+        lines = [f"{'row':<{w_row}}{'trial':<{w_trial}}{'metric':<30}{'recorded':>14}{'reproduced':>14}{'difference':>12}"]
+        for t, c, why in self.results:
+            if c is None:
+                lines.append(f"{t.row:<{w_row}}{t.name:<{w_trial}}refused: {why[:200]}  <-")
+                continue
+            for key, _, rec, rep, diff in c.rows:
+                rep_s = f"{rep:>14.6g}" if rep is not None else f"{'missing':>14}"
+                lines.append(f"{t.row:<{w_row}}{t.name:<{w_trial}}{key:<30}{rec:>14.6g}{rep_s}{diff:>12.3g}"
+                             + ("  <-" if key in c.failed else ""))
+        return "\n".join(lines)
+
+
+__all__ = ["verify", "verify_study", "choose_trials", "load_record", "check_config", "check_code", "check_data", "compare", "Refused", "DEFAULT_TOLERANCE"]
