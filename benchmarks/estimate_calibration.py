@@ -66,7 +66,7 @@ def main() -> None:
     from vaanet.config import load_config
     from dataclasses import replace
 
-    from vaanet.estimate import calibrate, run_seconds, schedule
+    from vaanet.calibrate import calibrate, run_seconds, schedule
     from vaanet.train import fit_local
 
     keep = []

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_config
-from vaanet.estimate import (DISTINCT, _eval_views, TABLE_RUNS, TRAIN_SHARE, VIDEOS, Calibration, calibrate, calibrated_report,
-                             estimate, gpu_time, projection, report, run_seconds, schedule)
+from vaanet.calibrate import Calibration, _eval_views, calibrate, calibrated_report, projection, run_seconds, schedule
+from vaanet.estimate import DISTINCT, TABLE_RUNS, TRAIN_SHARE, VIDEOS, estimate, gpu_time, report
 
 REPO = Path(__file__).resolve().parents[1]
 

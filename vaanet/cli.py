@@ -154,7 +154,7 @@ def _add_verify(sub) -> None:
 
 
 def _calibrate(a, cfg, epochs) -> None:
-    from .estimate import calibrate, calibrated_report
+    from .calibrate import calibrate, calibrated_report
 
     cal = calibrate(cfg, steps=a.steps, eval_batches=a.eval_batches, concurrent=a.concurrent,
                     overhead=not a.no_overhead)
