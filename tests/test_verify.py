@@ -10,7 +10,8 @@ import yaml
 
 from vaanet.cli import main
 from vaanet.train.environment import git_state
-from vaanet.verify import Refused, check_code, verify, verify_study
+from vaanet.verify import Refused, check_code, verify
+from vaanet.verify_study import verify_study
 
 
 def test_verify_reproduces_a_run_folder_identically(reference_run, tmp_path, capsys):
@@ -131,7 +132,7 @@ def test_verify_a_study_one_trial_per_row(synth_root, synth_cache, tmp_path, cap
     from mlflow.tracking import MlflowClient
 
     from conftest import mlflow_store
-    from vaanet.verify import StudyTrial, choose_trials
+    from vaanet.verify_study import StudyTrial, _labels, choose_trials
 
     uri = mlflow_store(tmp_path / "tracking.db")
     tiny = ["--set", "model.width=0.125", "--set", "model.segments=2", "--set", "model.frames=4", "--set",
@@ -161,9 +162,10 @@ def test_verify_a_study_one_trial_per_row(synth_root, synth_cache, tmp_path, cap
     assert main(["verify", str(study)]) == 0  # the study folder
     out = capsys.readouterr().out
     print(out)
-    rows = [line.split() for line in out.splitlines() if line.startswith("VS-VCW-VT_")]  # the folders' spelling
-    assert {(x[0], x[1]) for x in rows} == {("VS-VCW-VT_ce", "VS-VCW-VT_ce_split_00_seed0"),
-                                            ("VS-VCW-VT_pcce", "VS-VCW-VT_pcce_split_00_seed0")}
+    rows = [line.split() for line in out.splitlines() if line.startswith("VS+VCW+VT_")]  # rows as MLflow names them
+    assert {(x[0], x[1]) for x in rows} == {("VS+VCW+VT_ce", "VS+VCW+VT_ce_split_00_seed0"),
+                                            ("VS+VCW+VT_pcce", "VS+VCW+VT_pcce_split_00_seed0")}
+    assert _labels(f"sqlite:///{tmp_path / 'elsewhere.db'}", parent) == {}  # no store: the folders' spelling stands
     assert {x[2] for x in rows} >= {"test_acc", "val_acc", "train_loss"} and all(float(x[-1]) == 0.0 for x in rows)
     assert out.splitlines()[-1].startswith("reproduced")
     result = verify_study(parent, uri, trial="split_01_seed0", epochs=1)  # the parent run id, the second split

@@ -40,7 +40,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("config", ("vaanet/config.py",)),
     ("train", ("vaanet/train/",)),
     ("tune", ("vaanet/tune/",)),
-    ("apps", ("vaanet/cli.py", "vaanet/predict.py", "vaanet/verify.py", "vaanet/estimate.py", "vaanet/calibrate.py")),
+    ("apps", ("vaanet/cli.py", "vaanet/predict.py", "vaanet/verify.py", "vaanet/estimate.py", "vaanet/calibrate.py",
+              "vaanet/verify_study.py")),
     ("analysis", ("analysis/",)),
 )
 

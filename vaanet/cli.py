@@ -117,7 +117,8 @@ def _estimate(a):
 
 # ---- vaanet verify and estimate --calibrate (issue 29) ----
 def _verify(a):
-    from .verify import Refused, verify, verify_study
+    from .verify import Refused, verify
+    from .verify_study import verify_study
 
     try:
         result = verify_study(a.run, a.mlflow_uri, a.trial, a.epochs, a.scratch, a.tolerance)
