@@ -75,7 +75,9 @@ def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], p
         v = values[values["preset"] == p]
         ns = sorted(set(v["n"]))
         n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
-        ax.bar(x + i * width, v["mean"], width, yerr=v["std"], label=f"{p} ({n})", color=PALETTE[i % len(PALETTE)],
+        # std error bars clipped to what an accuracy can be (0-100 %): a bar never points past 100
+        yerr = np.vstack([np.minimum(v["std"], v["mean"]), np.minimum(v["std"], 100 - v["mean"])])
+        ax.bar(x + i * width, v["mean"], width, yerr=yerr, label=f"{p} ({n})", color=PALETTE[i % len(PALETTE)],
                       edgecolor="black", linewidth=0.4, capsize=2, error_kw=dict(elinewidth=0.8, ecolor="black"))
         for xi, m in zip(x + i * width, v["mean"]):
             if not np.isfinite(m) or m == 0:  # a missing class and a zero one differ: "n/a" vs "0"
@@ -85,8 +87,9 @@ def per_class_figure(runs: pd.DataFrame, classes: list[str], order: list[str], p
     ax.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance (1/{len(classes)} = {chance:.1f} %)")
     ax.set_xticks(x + 0.4 - width / 2, classes, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, max(100, np.nanmax((values["mean"] + values["std"].fillna(0)).to_numpy(float), initial=0) + 5))
-    ax.set_title("per-class test accuracy: mean ± std over runs (n = runs per preset)", fontsize=9)
+    ax.set_ylim(0, 105)
+    ax.set_title("per-class test accuracy: mean ± std over runs (n = runs per preset; error bars clipped to 0–100 %)",
+                 fontsize=9)
     ax.legend(fontsize=7, title="attentions", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # off bars
     fig.tight_layout()
     return _save(fig, path)
@@ -196,10 +199,13 @@ def attention_truth_figure(runs: pd.DataFrame, order: list[str], path: Path) -> 
         means = v["mean"].where(v["applies"])
         ax.bar(x, means, 0.6, yerr=v["std"], color=PALETTE[0], edgecolor="black", linewidth=0.5,
                       label="learned (mean ± std)", capsize=4, error_kw=dict(elinewidth=1, ecolor="black"))
-        for xi, m, s in zip(x, means, v["std"]):  # the value above its error bar
+        # the value above everything drawn in its column: error bar, uniform line, temporal target
+        lines = v["uniform"] * (TEMPORAL_TARGET if panel == "temporal" else 1)
+        for xi, m, s, line in zip(x, means, v["std"], lines):
             if np.isfinite(m):
-                ax.annotate(f"{m:.1f}" + (f" ± {s:.1f}" if np.isfinite(s) else ""), (xi, m + np.nan_to_num(s)),
-                            textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+                ax.annotate(f"{m:.1f}" + (f" ± {s:.1f}" if np.isfinite(s) else ""),
+                            (xi, np.nanmax([m + np.nan_to_num(s), line])), textcoords="offset points", xytext=(0, 3),
+                            ha="center", fontsize=7)
         ax.hlines(v["uniform"], x - 0.4, x + 0.4, colors="black", linestyles="--", linewidth=1.2,
                   label="uniform attention (chance)")
         top = np.nanmax(np.r_[means + v["std"].fillna(0), v["uniform"], 1.0])

@@ -65,22 +65,28 @@ def test_attention_truth_shows_na_not_the_uniform_fallback(tmp_path, keep):
 
 
 def test_per_class_error_bars_chance_n_and_zero_versus_missing(tmp_path, keep):
-    runs = pd.DataFrame([dict(preset="VS", status="FINISHED", test_acc_Joy=0.5, test_acc_Fear=0.0),
-                         dict(preset="VS", status="FINISHED", test_acc_Joy=0.7, test_acc_Fear=0.0),
-                         dict(preset="AT", status="FINISHED", test_acc_Joy=0.4, test_acc_Fear=np.nan)])
+    runs = pd.DataFrame([dict(preset="VS", status="FINISHED", test_acc_Joy=0.8, test_acc_Fear=0.0),
+                         dict(preset="VS", status="FINISHED", test_acc_Joy=1.0, test_acc_Fear=0.0),
+                         dict(preset="AT", status="FINISHED", test_acc_Joy=0.4, test_acc_Fear=np.nan),
+                         dict(preset="VS", status="FINISHED", test_acc_Joy=1.0, test_acc_Fear=0.0)])
     values = figures.per_class_values(runs, ["Joy", "Fear"], ["AT", "VS"]).set_index(["preset", "cls"])
-    assert values.loc[("VS", "Joy"), "mean"] == pytest.approx(60)
-    assert values.loc[("VS", "Joy"), "std"] == pytest.approx(np.std([50, 70], ddof=1))
+    assert values.loc[("VS", "Joy"), "mean"] == pytest.approx(280 / 3)
+    assert values.loc[("VS", "Joy"), "std"] == pytest.approx(np.std([80, 100, 100], ddof=1))
     assert np.isnan(values.loc[("AT", "Joy"), "std"])  # one run: no spread, not a zero one
     assert values.loc[("VS", "Fear"), "mean"] == 0 and np.isnan(values.loc[("AT", "Fear"), "mean"])
-    assert values.loc[("AT", "Fear"), "n"] == 0 and values.loc[("VS", "Fear"), "n"] == 2
+    assert values.loc[("AT", "Fear"), "n"] == 0 and values.loc[("VS", "Fear"), "n"] == 3
     figures.per_class_figure(runs, ["Joy", "Fear"], ["AT", "VS"], tmp_path / "p.png")
     ax = keep[0].axes[0]
     labels = ax.get_legend_handles_labels()[1]
-    assert labels == ["chance (1/2 = 50.0 %)", "AT (n=0-1)", "VS (n=2)"]
+    assert labels == ["chance (1/2 = 50.0 %)", "AT (n=0-1)", "VS (n=3)"]
     (chance,) = [line for line in ax.lines if line.get_label().startswith("chance")]
     assert chance.get_ydata()[0] == pytest.approx(50)
     assert sorted(t.get_text() for t in ax.texts) == ["0", "n/a"]  # zero and missing differ
+    (vs,) = [c for c in ax.containers if isinstance(c, BarContainer) and c.get_label().startswith("VS")]
+    spans = [sorted(seg[:, 1]) for seg in vs.errorbar.lines[2][0].get_segments()]
+    assert spans[0] == pytest.approx([280 / 3 - np.std([80, 100, 100], ddof=1), 100])  # Joy 93.3 ± 11.5: not past 100
+    assert spans[1] == pytest.approx([0, 0])  # Fear: 0 ± 0 (a bar never points below 0 or past 100)
+    assert ax.get_ylim()[1] <= 105
     colours = [matplotlib.colors.to_hex(c.patches[0].get_facecolor()) for c in ax.containers
                if isinstance(c, BarContainer)]
     assert colours == [c.lower() for c in PALETTE[:2]]  # Okabe-Ito
@@ -118,3 +124,16 @@ def test_predict_console_prints_the_true_class():
     assert "true class" not in format_result(result)
     assert "true class: Fear (truth file): prediction WRONG" in format_result({**result, "true": "Fear"}).splitlines()
     assert "true class: Joy (truth file): prediction right" in format_result({**result, "true": "Joy"}).splitlines()
+
+
+def test_attention_values_are_written_above_the_reference_lines(tmp_path, keep):
+    """A value below the uniform line (or the temporal target) is written above the line, not across it."""
+    runs = pd.DataFrame([dict(preset="VS+VCW+VT", status="FINISHED", test_temporal_on_key=on, test_temporal_on_key_uniform=0.25,
+                              test_spatial_in_box=box, test_spatial_in_box_uniform=0.125)
+                         for on, box in ((0.30, 0.10), (0.32, 0.11))])
+    figures.attention_truth_figure(runs, ["VS+VCW+VT"], tmp_path / "a.png")
+    temporal, spatial = keep[0].axes[:2]
+    (t_label,) = [a for a in temporal.texts if "±" in a.get_text()]
+    (s_label,) = [a for a in spatial.texts if "±" in a.get_text()]
+    assert t_label.xy[1] == pytest.approx(50)  # 31 ± 1.4 under the 2x target line (50 %)
+    assert s_label.xy[1] == pytest.approx(12.5)  # 10.5 ± 0.7 under the uniform line (12.5 %)
