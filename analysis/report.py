@@ -4,7 +4,7 @@ Prints the tables (Markdown) and writes into ``reports/<experiment>/`` (or ``--o
 paper's layouts as LaTeX (booktabs, best mean in bold, caption, label; sized to fit a one-column article
 and a two-column page, wide ones as ``table*``) and Markdown, the lambda table and figure, per-class bar
 charts, summed confusion matrices, and on the synthetic set the attention-vs-truth table and figure.
-Beside each table, ``<table>_stats.csv`` (analysis.stats: every cell's interval and every comparison's
+Beside each table, ``<table>_stats.csv`` (vaanet.stats: every cell's interval and every comparison's
 difference, p values, effect size and resolution, in percent points) and ``statistics.md``, a paragraph for
 a paper's experimental section. Which tables appear depends on the studies found among the runs (tag ``study``). An experiment that does
 not exist is an error that writes nothing (no empty tracking database, no folders).
@@ -23,7 +23,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # before
 from vaanet.classes import DATASET_CLASSES  # noqa: E402
 from vaanet.train.store import default_tracking_uri  # noqa: E402
 
-from . import figures, stats  # noqa: E402
+from vaanet import stats  # noqa: E402
+
+from . import figures  # noqa: E402
 from .runs import load_runs  # noqa: E402
 from .render import to_latex, to_markdown  # noqa: E402
 from .tables import (ABLATION_ORDER, Table, ablation_table, attention_truth_table, lambda_table,  # noqa: E402

@@ -8,7 +8,7 @@ with the column's full n; a row with fewer finished runs does not compete (a tab
 
 Each table names its comparisons (Tables 3/4: each row against the row above and against the full model;
 Table 5: PCCE against CE per preset and data set; the lambda sweep: each lambda against lambda = 0). Their
-statistics (:mod:`analysis.stats`: paired difference with its interval, Holm-corrected p, effect size,
+statistics (:mod:`vaanet.stats`: paired difference with its interval, Holm-corrected p, effect size,
 resolution) are in ``Table.stats``; a Δ column prints the difference, † where it is significant after
 correction, and the interval where the page allows; one line under the table says what the study resolves.
 This module builds the tables (:class:`Table`, one function per paper table); :mod:`analysis.render` prints
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from vaanet import stats
 
-from . import paper, stats
+from . import paper
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Table:
     # "missing" lists every missing point; with several n columns, its "missing_by" gives each header its own
     n_columns: dict[str, list[str]] = field(default_factory=dict)
     n_latex_headers: dict[str, str] = field(default_factory=dict)
-    stats: pd.DataFrame | None = None  # analysis.stats' frame: one row per cell and per comparison
+    stats: pd.DataFrame | None = None  # vaanet.stats' frame: one row per cell and per comparison
     ci_columns: list[str] = field(default_factory=list)  # cells printed with their 95 % interval (Markdown)
     markdown_only: list[str] = field(default_factory=list)  # columns a one-column page has no room for in LaTeX
     latex_notes: list[str] = field(default_factory=list)  # notes on what only LaTeX shows (its abbreviated headers)

@@ -425,7 +425,7 @@ def test_two_experiments_of_one_study_are_never_pooled_into_a_cell(store, tmp_pa
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_tables
-    from analysis.stats import sample
+    from vaanet.stats import sample
 
     client = MlflowClient(store)
     variant = client.create_experiment("ablation-ve8-lr1e3")
@@ -612,7 +612,7 @@ def test_report_regenerates_tables_and_stats_byte_identically_from_mlflow_alone(
     the stats file holds every cell and comparison with the issue's columns, and the paragraph names them."""
     import pandas as pd
 
-    from analysis.stats import parent_metrics_of
+    from vaanet.stats import parent_metrics_of
 
     outs = []
     for k in (1, 2):

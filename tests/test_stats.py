@@ -1,4 +1,4 @@
-"""analysis.stats against independent computations on fixed numbers: t intervals from the t quantile, the
+"""vaanet.stats against independent computations on fixed numbers: t intervals from the t quantile, the
 paired t-test from its formula, the Wilcoxon p by enumerating every sign assignment, power from the
 noncentral t, Holm by hand and against statsmodels, variance components from group means."""
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from scipy import optimize, stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from analysis import stats
+from vaanet import stats
 
 
 def series(values, splits=None, seeds=None):

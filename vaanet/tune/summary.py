@@ -2,7 +2,7 @@
 
 :func:`results_frame` reads one row per trial from the run folders (a trial that never ran counts as missing);
 :func:`summary_stats`, :func:`summary_comparisons`, :func:`summary_table` and :func:`summary_note` make the
-closing table (:mod:`analysis.stats`, imported lazily: analysis is the layer above); :func:`attention_verdict`
+closing table (:mod:`vaanet.stats`, as the paper tables compute it); :func:`attention_verdict`
 judges the planted evidence on the synthetic set.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ COMPARED = "test_acc"  # the metric the console table compares between rows
 
 
 def _sample(part: pd.DataFrame, values: pd.Series) -> pd.Series:
-    """A row's values indexed by (split, seed), as :mod:`analysis.stats` pairs them."""
+    """A row's values indexed by (split, seed), as :mod:`vaanet.stats` pairs them."""
     index = pd.MultiIndex.from_arrays([[Path(str(s)).stem for s in part["data.split"]], part["run.seed"].astype(int)],
                                       names=["split", "seed"]) if len(part) else \
         pd.MultiIndex.from_tuples([], names=["split", "seed"])
@@ -82,12 +82,12 @@ def _row_samples(frame: pd.DataFrame, study: Study) -> dict[tuple[str, str], pd.
 
 def summary_stats(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
     """The study's numbers, one line per (grid row, metric): mean, std (ddof 1; 0 for a single run), n and the
-    95 % Student-t interval of the mean (:func:`analysis.stats.describe`; NaN below 2 runs) over the finished
+    95 % Student-t interval of the mean (:func:`vaanet.stats.describe`; NaN below 2 runs) over the finished
     trials (splits x seeds), in the trials' own units: accuracies as fractions (the trials' ``test_acc``...),
     and on the synthetic set the attention mass on the planted evidence as a ratio to uniform attention
     (``temporal_x_uniform``, ``spatial_x_uniform``; 1.00 = no better than uniform).
     The console table, the parent run's summary and the verdict all read these, never a rounded cell."""
-    from analysis import stats as st
+    from .. import stats as st  # scipy, statsmodels: imported when a study ends
 
     out = []
     for (name, metric), vals in _row_samples(frame, study).items():
@@ -108,11 +108,11 @@ def full_model_row(study: Study) -> str | None:
 
 
 def summary_comparisons(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """The console table's comparisons of ``test_acc`` (:mod:`analysis.stats`, in percent points): each row
+    """The console table's comparisons of ``test_acc`` (:mod:`vaanet.stats`, in percent points): each row
     against the full model when the study has one, else against the row above; paired on (split, seed), with
     the difference's 95 % t interval, the paired t-test p and its Holm correction over these comparisons
     (``significant``: p_holm < 0.05). Empty for a one-row study."""
-    from analysis import stats as st
+    from .. import stats as st  # scipy, statsmodels: imported when a study ends
 
     samples = _row_samples(frame, study)
     names = [study.row_name(r) for r in study.grid]
@@ -168,7 +168,7 @@ def _delta(c) -> str:
 
 def summary_note(comparisons: pd.DataFrame, n_splits: int, n_seeds: int) -> str:
     """The lines under the console table: what the brackets, Δ and † mean."""
-    from analysis import stats as st
+    from .. import stats as st  # scipy, statsmodels: imported when a study ends
 
     text = (f"[a, b]: 95 % Student-t interval of the mean over the {n_splits} split(s) x {n_seeds} seed(s) "
             "(none below 2 runs).")
