@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.report import write_reports  # noqa: E402
 from vaanet.tune import Study, main  # noqa: E402
 
 ABLATION = Study(
@@ -21,4 +22,4 @@ ABLATION = Study(
 )
 
 if __name__ == "__main__":
-    main(ABLATION, __doc__)
+    main(ABLATION, __doc__, report=write_reports)

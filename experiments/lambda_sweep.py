@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.report import write_reports  # noqa: E402
 from vaanet.tune import Study, main, study_parser  # noqa: E402
 
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -31,4 +32,4 @@ if __name__ == "__main__":
     parser.add_argument("--search", choices=["grid", "optuna"], default="grid", help="grid (default) or optuna TPE + ASHA")
     parser.add_argument("--samples", type=int, default=12, help="trials of the optuna search")
     args, _ = parser.parse_known_args()
-    main(study([float(v) for v in args.lambdas.split(",")]), __doc__, parser)
+    main(study([float(v) for v in args.lambdas.split(",")]), __doc__, parser, report=write_reports)

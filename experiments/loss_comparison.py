@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.report import write_reports  # noqa: E402
 from vaanet.tune import Study, main  # noqa: E402
 
 LOSSES = Study(
@@ -19,4 +20,4 @@ LOSSES = Study(
 )
 
 if __name__ == "__main__":
-    main(LOSSES, __doc__)
+    main(LOSSES, __doc__, report=write_reports)

@@ -51,14 +51,6 @@ FORBIDDEN: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vaanet/credentials.py", ("vaanet/train/", "vaanet/tune/")),
 )
 
-# Upward imports that are allowed, each only inside a function (lazy) and each for a stated reason. A new
-# upward import, or one of these moved to module level, is reported.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("vaanet/tune/study.py", "analysis.report"):
-        "a study ends by writing the paper tables; skipped when analysis is not installed",
-}
-
-
 @dataclass(frozen=True)
 class Import:
     source: str  # the importing file, relative to the root ("vaanet/train/loop.py")
@@ -197,17 +189,16 @@ def unlayered(root: str | Path, layers=LAYERS, packages: Iterable[str] = PACKAGE
     return [rel for rel in module_lines(root, packages) if layer_of(rel, layers) is None]
 
 
-def upward_imports(root: str | Path, layers=LAYERS, packages: Iterable[str] = PACKAGES,
-                   allowed: dict | None = None) -> list[tuple[Import, str, str, bool]]:
-    """Imports from a layer above the importer's: (import, importer's layer, imported layer, allowed). An
-    import is allowed when ``allowed`` (default :data:`ALLOWED_UPWARD`) names it and it is lazy."""
-    root, allowed = Path(root), ALLOWED_UPWARD if allowed is None else allowed
+def upward_imports(root: str | Path, layers=LAYERS, packages: Iterable[str] = PACKAGES
+                   ) -> list[tuple[Import, str, str]]:
+    """Imports from a layer above the importer's, lazy ones included: (import, importer's layer, imported
+    layer). A lower layer that needs an upper one's work takes it as an argument (e.g. the study's ``report``)."""
+    root = Path(root)
     found = []
     for imp in imports(root, packages):
         src, dst = layer_of(imp.source, layers), layer_of(_file_of(imp.target, root), layers)
         if src is not None and dst is not None and dst > src:
-            ok = imp.lazy and (imp.source, imp.target) in allowed
-            found.append((imp, layers[src][0], layers[dst][0], ok))
+            found.append((imp, layers[src][0], layers[dst][0]))
     return found
 
 
@@ -275,11 +266,9 @@ def report(root: str | Path, per_package: int = 3, longest: int = 12) -> str:
         out.append(f"  {n:3d}  {name}  ({rel}:{line})")
     out.append("layers, bottom to top: " + " < ".join(name for name, _ in LAYERS))
     up = upward_imports(root)
-    bad = [u for u in up if not u[3]]
-    out.append(f"upward imports: {len(bad)}" + (f" (and {len(up) - len(bad)} allowed, lazy)" if len(up) > len(bad) else ""))
-    for imp, src, dst, ok in up:
-        why = f"  [allowed: {ALLOWED_UPWARD[imp.source, imp.target]}]" if ok else ""
-        out.append(f"  {imp.source}:{imp.line} ({src}) imports {imp.target} ({dst}){' lazily' if imp.lazy else ''}{why}")
+    out.append(f"upward imports: {len(up)}")
+    for imp, src, dst in up:
+        out.append(f"  {imp.source}:{imp.line} ({src}) imports {imp.target} ({dst}){' lazily' if imp.lazy else ''}")
     forbidden = forbidden_imports(root)
     out.append(f"forbidden imports: {len(forbidden)}")
     out += [f"  {imp.source}:{imp.line} imports {imp.target}" for imp in forbidden]

@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -93,13 +94,15 @@ def study_parser(description: str, default_epochs: int | None = None) -> argpars
 INTERRUPTED = "\ninterrupted: finished trials are kept; rerun the same command with --resume to continue"
 
 
-def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None) -> None:
+def main(study: Study, description: str, parser: argparse.ArgumentParser | None = None,
+         report: Callable[..., object] | None = None) -> None:
     """Entry point of the experiment scripts: exit 1 when any trial failed or is missing, 2 (one line,
-    no traceback) when the request itself is wrong."""
+    no traceback) when the request itself is wrong. ``report`` writes the paper tables when the study ends
+    (the scripts pass :func:`analysis.report.write_reports`: analysis is the layer above the study)."""
     sigterm_as_ctrl_c()  # SIGTERM (scancel, preemption, docker stop) stops the study as Ctrl-C does, exit 143
     args = (parser or study_parser(description)).parse_args()
     try:
-        frame = run_study(study, args)
+        frame = run_study(study, args, report)
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -112,8 +115,9 @@ def main(study: Study, description: str, parser: argparse.ArgumentParser | None 
     sys.exit(int((~frame["status"].isin(DONE)).any() or not frame.attrs.get("reported", True)))
 
 
-def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
-    """Run (or resume, or just report) the study; returns one row per trial with its status."""
+def run_study(study: Study, args: argparse.Namespace, report: Callable[..., object] | None = None) -> pd.DataFrame:
+    """Run (or resume, or just report) the study; returns one row per trial with its status. ``report``:
+    see :func:`main`."""
     from ray import tune
 
     start = time.time()
@@ -226,7 +230,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
         for _, row in failed[failed["error"] != ""].iterrows():
             print(f"  {row['run.name']}: {row['error']}", file=sys.stderr)
     try:
-        frame.attrs["reported"] = _write_reports(experiment, base.run.mlflow_uri, report_dir, parent) and \
+        frame.attrs["reported"] = _write_reports(report, experiment, base.run.mlflow_uri, report_dir, parent) and \
             frame.attrs.get("reported", True)
     except KeyboardInterrupt:  # Ctrl-C during the report: the study's parent run ends KILLED, not RUNNING
         if parent:
@@ -238,13 +242,12 @@ def run_study(study: Study, args: argparse.Namespace) -> pd.DataFrame:
     return frame
 
 
-def _write_reports(experiment: str, uri: str, report_dir: Path, parent: str | None = None) -> bool:
-    """The paper tables from MLflow, of this study's trials (its parent run's children); False (and one
-    warning naming the command to rerun) when they could not be written, which makes the study's exit
-    status non-zero."""
-    try:
-        from analysis.report import write_reports
-    except ImportError:
+def _write_reports(write_reports: Callable[..., object] | None, experiment: str, uri: str, report_dir: Path,
+                   parent: str | None = None) -> bool:
+    """The paper tables from MLflow, of this study's trials (its parent run's children), by ``write_reports``
+    (none: no tables); False (and one warning naming the command to rerun) when they could not be written,
+    which makes the study's exit status non-zero."""
+    if write_reports is None:
         return True
     hold("report")  # fault injection (tests only)
     try:
