@@ -4,7 +4,7 @@ study's wall time, the overhead per trial ((wall - direct / concurrency) / N: th
 perfectly parallel direct training, per trial, with its fixed costs (Ray start, MLflow parent run,
 report) spread over the N trials) and the parallel efficiency (direct / (wall x concurrency)).
 
-    python benchmarks/harness_overhead.py [--trials 4] [--epochs 2]
+    python benchmarks/harness_overhead.py [--trials 4] [--epochs 2] [--concurrent 1,2]
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=4, help="number of trainings (= splits of a 1-row study)")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--concurrent", default="1,2", help="the study's concurrent trials, one study per value")
     a = ap.parse_args()
     from vaanet.config import load_config
     from vaanet.data import PrepareConfig, SynthConfig, generate, make_splits, prepare
@@ -47,7 +48,7 @@ def main():
     direct = time.perf_counter() - start
 
     rows = []
-    for concurrent in (1, 2):
+    for concurrent in (int(c) for c in a.concurrent.split(",")):
         out = work / f"tune{concurrent}"
         args = [sys.executable, str(REPO / "experiments" / "main_comparison.py"), "--dataset", "synth", "--data-root",
                 str(root), "--cache", str(cache), "--splits", str(a.trials), "--epochs", str(a.epochs),

@@ -23,6 +23,10 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # another on one xdist worker (each is CPU-heavy on a 2-core machine); the other tests run beside them.
 RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|comparison|lambda_sweep|"
                      r"make_trainer|trainable|tune\.")
+# What starts Ray (a cluster of the test's, a study or a Ray Train run): these tests run one after another on one
+# xdist worker. RAY_USE above, broader, only sorts tests into the slow tier.
+RAY_START = re.compile(r"ray_start\(|ray\.init|init_ray|TorchTrainer|make_trainer|trainable|Tuner|ray\W+(up|exec)|"
+                       r"experiments\W|--workers|_study\(|run_study")
 
 
 def private_ray_env(env: dict | None = None) -> dict:
@@ -100,14 +104,14 @@ def kill_processes(procs: list) -> None:
     psutil.wait_procs(procs, timeout=30)
 
 
-def _uses_ray(item) -> bool:
+def _uses_ray(item, pattern: re.Pattern = RAY_USE) -> bool:
     sources = [getattr(item, "function", None)]
     for name in getattr(item, "fixturenames", ()):
         for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
             sources.append(fixture.func)
     for obj in sources:
         try:
-            if obj is not None and RAY_USE.search(inspect.getsource(obj)):
+            if obj is not None and pattern.search(inspect.getsource(obj)):
                 return True
         except (OSError, TypeError):
             continue
@@ -123,7 +127,7 @@ SLOW_MODULES = {"test_benchmark_smoke", "test_cluster_security", "test_faults", 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         ray = _uses_ray(item)
-        if ray:
+        if ray and _uses_ray(item, RAY_START):
             item.add_marker(pytest.mark.xdist_group("ray"))
         if ray or item.module.__name__ in SLOW_MODULES or item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
