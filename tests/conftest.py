@@ -26,7 +26,7 @@ RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|
 # What starts Ray (a cluster of the test's, a study or a Ray Train run): these tests run one after another on one
 # xdist worker. RAY_USE above, broader, only sorts tests into the slow tier.
 RAY_START = re.compile(r"ray_start\(|ray\.init|init_ray|TorchTrainer|make_trainer|trainable|Tuner|ray\W+(up|exec)|"
-                       r"experiments\W|--workers|_study\(|run_study")
+                       r"experiments[\"']\s*/|experiments/\w+\.py|_study\(|run_study")
 
 
 def private_ray_env(env: dict | None = None) -> dict:
