@@ -218,6 +218,7 @@ def _check_partial_cache(out: Path) -> set[str]:
     return done
 
 
+@pytest.mark.slow  # kills a prepare and its worker pool: the slow tier
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_to_the_whole_job_stops_prepare_as_ctrl_c_does(tmp_path):
     """SIGTERM to the process group (SLURM's scancel, docker stop, systemd): the workers ignore it, the parent
@@ -236,6 +237,7 @@ def test_sigterm_to_the_whole_job_stops_prepare_as_ctrl_c_does(tmp_path):
     assert r.returncode == 0 and len(load_index(out)) == 16, r.stderr
 
 
+@pytest.mark.slow  # kills a prepare and its worker pool: the slow tier
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_fast_with_a_resumable_cache_and_workers_die_with_parent(tmp_path):
     root, out = tmp_path / "v", tmp_path / "c"
