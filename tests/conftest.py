@@ -119,7 +119,8 @@ def _uses_ray(item, pattern: re.Pattern = RAY_USE) -> bool:
 
 
 # The fast tier (`./run.sh test -m "not slow"`) leaves out every test that starts Ray, a server, a cluster or a
-# study, and these modules of such tests (kills, benchmarks at a tiny size, ray up, SLURM, MLflow outages)
+# study, the tests that kill a process pool (marked slow where they are) and these modules of such tests (kills,
+# benchmarks at a tiny size, ray up, SLURM, MLflow outages)
 SLOW_MODULES = {"test_benchmark_smoke", "test_cluster_security", "test_faults", "test_kills", "test_local_ray",
                 "test_ray_up", "test_slurm", "test_tracking_load", "test_estimate_calibration", "test_verify"}
 
