@@ -4,8 +4,12 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from functools import lru_cache
 from pathlib import Path
 
@@ -214,3 +218,36 @@ def as_from_a_terminal() -> None:
     the test process, where libraries loaded in-process (Ray, gRPC) may have blocked or ignored SIGINT."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback that a test can stop and start again (same store)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, _free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", mlflow_store(self.folder / "store.db"),
+               "--artifacts-destination", str(self.folder / "artifacts")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(360):
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("mlflow server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.proc = None

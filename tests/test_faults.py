@@ -1,53 +1,11 @@
 """Faults (issue 14): a tracking server that goes away for longer than the client's retries and comes
 back loses nothing and doubles nothing; one still away when the run ends leaves its results pending in
 the run folder, re-sent later."""
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import mlflow_store, tiny_config
+from conftest import MlflowServer as Server, mlflow_store, tiny_config
 
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A real `mlflow server` on loopback that a test can stop and start again (same store)."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port, self.proc = folder, _free_port(), None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", mlflow_store(self.folder / "store.db"),
-               "--artifacts-destination", str(self.folder / "artifacts")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-            self.proc = None
 
 
 @pytest.fixture

@@ -2,21 +2,16 @@
 study's runs grouped by row (without the view the trials are folded under the parent run), every trial listed in
 its row's group, with the test accuracy column.
 CI installs chromium (.ci/run); without it the test is skipped, as the LaTeX tests are without pdflatex."""
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import mlflow_store
+from conftest import MlflowServer
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -27,32 +22,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="chr
                                                    "it: apt-get install chromium)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", mlflow_store(tmp_path / "store.db"),
-           "--artifacts-destination", str(tmp_path / "artifacts")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    srv = MlflowServer(tmp_path)
+    srv.start()
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("mlflow server did not start")
-        yield f"http://127.0.0.1:{port}"
+        yield srv.url
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        srv.stop()
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
