@@ -23,12 +23,13 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # Tests never share a Ray. Every test runs with a Ray temp folder of its own (RAY_TMPDIR, a short path: Ray's
 # sockets live there) and a token file of its own (RAY_AUTH_TOKEN_PATH); a local study or run starts its own
 # Ray (never ray.init() without an address), and a cluster a test starts with `ray start --block` is stopped
-# by its own process ids (:func:`stop_ray`), never by `ray stop`. Tests that start Ray still run one after
-# another on one xdist worker (each is CPU-heavy on a 2-core machine); the other tests run beside them.
+# by its own process ids (:func:`stop_ray`), never by `ray stop`. So two tests that start Ray may run at once
+# (one on each xdist worker); the modules that hold such tests run first, where their minutes spread over both
+# workers, and the quick modules fill in at the end.
 RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|comparison|lambda_sweep|"
                      r"make_trainer|trainable|tune\.")
-# What starts Ray (a cluster of the test's, a study or a Ray Train run): these tests run one after another on one
-# xdist worker. RAY_USE above, broader, only sorts tests into the slow tier.
+# What starts Ray (a cluster of the test's, a study or a Ray Train run): the modules that hold such tests run
+# first. RAY_USE above, broader, sorts tests into the slow tier.
 RAY_START = re.compile(r"ray_start\(|ray\.init|init_ray|TorchTrainer|make_trainer|trainable|Tuner|ray\W+(up|exec)|"
                        r"experiments[\"']\s*/|experiments/\w+\.py|_study\(|run_study")
 
@@ -77,15 +78,20 @@ def ray_start(args: list[str], env: dict, log: Path, timeout: float = 180) -> "s
 
 def stop_ray(proc) -> None:
     """Stop a Ray node of :func:`ray_start` by its own process ids: SIGTERM to its process group (``ray start
-    --block`` stops the processes it started), then SIGKILL to any process still running from its temp
-    folder. Nobody else's Ray is touched."""
+    --block`` stops the processes it started), SIGKILL to the group if it is not gone within 10 s (its SIGTERM
+    handler can hang), then SIGKILL to any process still running from its temp folder. Nobody else's Ray is
+    touched."""
     import psutil
 
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    except (ProcessLookupError, Exception):  # noqa: BLE001 - gone already, or stuck: the sweep below ends it
-        pass
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            break
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
     mine = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
@@ -130,12 +136,17 @@ SLOW_MODULES = {"test_benchmark_smoke", "test_cluster_security", "test_faults", 
 
 
 def pytest_collection_modifyitems(config, items):
+    starts_ray, slow = set(), set()
     for item in items:
         ray = _uses_ray(item)
         if ray and _uses_ray(item, RAY_START):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            starts_ray.add(item.module.__name__)
         if ray or item.module.__name__ in SLOW_MODULES or item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
+            slow.add(item.module.__name__)
+    # the long tests first, the quick ones last (xdist's loadgroup hands out one test at a time, in this
+    # order); a module's tests stay together, so that its module fixtures are set up once per worker
+    items.sort(key=lambda item: (item.module.__name__ not in starts_ray, item.module.__name__ not in slow))
 
 
 @pytest.fixture
