@@ -34,6 +34,11 @@ RAY_START = re.compile(r"ray_start\(|ray\.init|init_ray|TorchTrainer|make_traine
                        r"experiments[\"']\s*/|experiments/\w+\.py|_study\(|run_study")
 
 
+# For a client a test expects to be refused: Ray tries to reach the GCS 20 times, 1 s apart, before it gives up
+# (a refused client fails each try); two tries say the same in 2 s
+GIVE_UP_SOON = {"RAY_NUM_REDIS_GET_RETRIES": "2"}
+
+
 def private_ray_env(env: dict | None = None) -> dict:
     """``env`` (default: this process's) with a fresh Ray temp folder and token file path of its own."""
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ray_start, stop_ray
+from conftest import GIVE_UP_SOON, ray_start, stop_ray
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
@@ -56,9 +56,10 @@ def test_head_started_as_the_yaml_says_refuses_a_client_without_the_token(tmp_pa
     args += [f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
     node = ray_start(args, _env(head, RAY_AUTH_MODE="token"), tmp_path / "head.log")  # this test's own temp dir
     try:
-        for who, env in [("no token, auth mode unset", _env(stranger)),
-                         ("auth mode token, no token", _env(stranger, RAY_AUTH_MODE="token")),
-                         ("a wrong token", _env(stranger, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64))]:
+        for who, env in [("no token, auth mode unset", _env(stranger, **GIVE_UP_SOON)),
+                         ("auth mode token, no token", _env(stranger, RAY_AUTH_MODE="token", **GIVE_UP_SOON)),
+                         ("a wrong token", _env(stranger, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64,
+                                                **GIVE_UP_SOON))]:
             try:
                 r = subprocess.run([sys.executable, "-c", CLIENT.format(port=port)], env=env, capture_output=True,
                                    text=True, timeout=60)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import mlflow_store, private_ray_env, ray_start, stop_ray
+from conftest import GIVE_UP_SOON, mlflow_store, private_ray_env, ray_start, stop_ray
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=0.125", "model.segments=2", "model.frames=4", "model.crop_size=32", "data.audio_frames=8",
@@ -118,7 +118,8 @@ def test_local_ray_refuses_a_client_without_its_token_and_starts_no_dashboard(tm
         listeners = [line.split()[1:] for line in lines if line.startswith("LISTEN")]
         assert listeners and not [x for x in listeners if x[2] == "8265" or x[0].startswith("dashboard")]
         assert _mode(tmp_path / ".ray" / "auth_token") == 0o600
-        stranger = {**env, "HOME": str(tmp_path / "stranger"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+        stranger = {**env, "HOME": str(tmp_path / "stranger"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
+                    **GIVE_UP_SOON}
         try:
             r = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{gcs}'); print('connected')"],
                                env=stranger, capture_output=True, text=True, timeout=60)

@@ -26,7 +26,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import kill_processes
+from conftest import GIVE_UP_SOON, kill_processes
 
 REPO = Path(__file__).resolve().parents[1]
 ONPREM = REPO / "cluster" / "onprem.yaml"
@@ -255,7 +255,7 @@ def test_ray_up_onprem_runs_the_quick_study_and_ray_down_leaves_nothing(synth_ro
         assert password.stat().st_mode & 0o077 == 0 and len(password.read_text().strip()) >= 24
         r = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{ports['gcs']}')"],
                            env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
-                                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+                                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64, **GIVE_UP_SOON},
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0
         deadline = time.time() + 180  # the MLflow server answers ~10 s after it starts (longer on a busy machine)
