@@ -61,7 +61,41 @@ def _start_ray(args) -> None:
     finally:
         if shield:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if shield:
+        _kill_at_shutdown()
     sigterm_as_ctrl_c()  # ray.init replaced it with an immediate exit
+
+
+def _kill_at_shutdown() -> None:
+    """The local Ray's processes have SIGTERM blocked (:func:`_start_ray`): the SIGTERM with which ``ray.shutdown()``
+    (ours, or Ray's at exit) asks each to stop cannot arrive, and it waited 1 s for each before its SIGKILL (5 s per
+    study). Here Ray sends SIGKILL at once (its node's ``allow_graceful=False``; Ray 2.60's private
+    ``_global_node``: without it, the plain shutdown), first to what its raylet started (the agents and workers,
+    which would otherwise wait ~20 s to report their raylet's death to a GCS that is gone too)."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    kill = getattr(node, "kill_all_processes", None)
+    if kill is None:
+        return
+
+    def kill_now(*args, **kwargs) -> None:
+        import psutil
+
+        try:
+            raylets = [p for p in psutil.Process().children() if p.name() == "raylet"]
+            started = [c for r in raylets for c in r.children(recursive=True)]
+        except psutil.Error:
+            started = []
+        for p in started:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        kill(*args, **{**kwargs, "allow_graceful": False})
+        psutil.wait_procs(started, timeout=5)
+
+    node.kill_all_processes = kill_now
 
 
 def _open_while_ray_starts(args, uri: str, open_parent) -> str:
