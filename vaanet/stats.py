@@ -154,12 +154,16 @@ def holm(pvalues, alpha: float = ALPHA) -> np.ndarray:
     if ok.any():
         # statsmodels' Holm branch ends in gc.collect(), a full collection of this process's heap (0.1-0.2 s in
         # a process that holds torch), once per family of a table. Frozen, the objects that already exist are
-        # left out of it: the collection looks only at what multipletests made
-        gc.freeze()
+        # left out of it: the collection looks only at what multipletests made. A process that froze objects
+        # itself (gc.freeze) keeps them frozen: then nothing is frozen or unfrozen here
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
         try:
             out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
         finally:
-            gc.unfreeze()
+            if freeze:
+                gc.unfreeze()
     return out
 
 
