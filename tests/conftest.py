@@ -23,13 +23,13 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # Tests never share a Ray. Every test runs with a Ray temp folder of its own (RAY_TMPDIR, a short path: Ray's
 # sockets live there) and a token file of its own (RAY_AUTH_TOKEN_PATH); a local study or run starts its own
 # Ray (never ray.init() without an address), and a cluster a test starts with `ray start --block` is stopped
-# by its own process ids (:func:`stop_ray`), never by `ray stop`. Tests that start Ray still run one after
-# another on one xdist worker: two at once made the two-node test's second node join too late for its trials
-# (1 failure in 8 full runs); they run first, and the other tests run beside them.
+# by its own process ids (:func:`stop_ray`), never by `ray stop`. So two tests that start Ray may run at once
+# (one on each xdist worker); the modules that hold such tests run first, where their minutes spread over both
+# workers, and the quick modules fill in at the end.
 RAY_USE = re.compile(r"\bray\b|experiments|_study|study\(|TorchTrainer|ablation|comparison|lambda_sweep|"
                      r"make_trainer|trainable|tune\.")
-# What starts Ray (a cluster of the test's, a study or a Ray Train run): these tests run one after another on one
-# xdist worker, first. RAY_USE above, broader, sorts tests into the slow tier.
+# What starts Ray (a cluster of the test's, a study or a Ray Train run): the modules that hold such tests run
+# first. RAY_USE above, broader, sorts tests into the slow tier.
 RAY_START = re.compile(r"ray_start\(|ray\.init|init_ray|TorchTrainer|make_trainer|trainable|Tuner|ray\W+(up|exec)|"
                        r"experiments[\"']\s*/|experiments/\w+\.py|_study\(|run_study")
 
@@ -146,7 +146,6 @@ def pytest_collection_modifyitems(config, items):
         ray = _uses_ray(item)
         if ray and _uses_ray(item, RAY_START):
             starts_ray.add(item.module.__name__)
-            item.add_marker(pytest.mark.xdist_group("ray"))
         if ray or item.module.__name__ in SLOW_MODULES or item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
             slow.add(item.module.__name__)

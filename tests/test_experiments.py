@@ -170,7 +170,12 @@ def _free_port() -> int:
 def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp_path):
     port, dash = _free_port(), _free_port()
     # token authentication on, as on a real cluster: every node and the driver share one token
-    env = private_ray_env({**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    # the two trials meet inside their first epoch (the nodes' environment reaches the trials): each holds its
+    # node's one CPU until the other runs. Without it, a trial that ended before the other's process had started
+    # on the second node (a loaded machine) gave its process to the other trial (Tune's reuse_actors), and both
+    # ran on the head (1 of 8 full runs)
+    env = private_ray_env({**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                           "VAANET_MEET": f"epoch1:2:{tmp_path / 'meet'}"})
     nodes = []
     try:
         nodes.append(ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
@@ -181,6 +186,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(synth_root, synth_cache, tmp
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs = [x for x in _runs(tmp_path, "main_comparison-synth") if x.info.status == "FINISHED"]
         assert len(runs) == 2
+        assert len(list((tmp_path / "meet").iterdir())) == 2  # both trials met
         assert len({x.data.tags["ray_node_id"] for x in runs}) == 2  # one trial's worker on each node
     finally:
         for node in reversed(nodes):
