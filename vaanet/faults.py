@@ -42,10 +42,10 @@ def _meet(phase: str, spec: str, poll: Callable[[], None] | None) -> None:
     want, n, folder = spec.split(":", 2)
     if want != phase:
         return
-    folder = Path(folder)
+    n, folder = int(n), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / str(os.getpid())).touch()
-    _wait(lambda: len(list(folder.iterdir())) >= int(n), poll)
+    _wait(lambda: len(list(folder.iterdir())) >= n, poll)
 
 
 def _wait(done: Callable[[], bool], poll: Callable[[], None] | None) -> None:
