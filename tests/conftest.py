@@ -84,8 +84,9 @@ def ray_start(args: list[str], env: dict, log: Path, timeout: float = 180) -> "s
 def stop_ray(proc) -> None:
     """Stop a Ray node of :func:`ray_start` by its own process ids: SIGTERM to its process group (``ray start
     --block`` stops the processes it started), SIGKILL to the group if it is not gone within 10 s (its SIGTERM
-    handler can hang), then SIGKILL to any process still running from its temp folder. Nobody else's Ray is
-    touched."""
+    handler can hang), then SIGKILL to any process still running in its session or from its temp folder (Ray's
+    agents rename themselves, ``ray::DashboardAgent``, and outlive their raylet by a minute or more). Nobody
+    else's Ray is touched."""
     import psutil
 
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
@@ -100,9 +101,10 @@ def stop_ray(proc) -> None:
     mine = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if p.info["pid"] != os.getpid() and any(proc.ray_tmpdir in part for part in p.info["cmdline"] or ()):
+            if p.info["pid"] != os.getpid() and (os.getsid(p.info["pid"]) == proc.pid or
+                                                  any(proc.ray_tmpdir in part for part in p.info["cmdline"] or ())):
                 mine.append(p)
-        except (psutil.Error, TypeError):
+        except (OSError, psutil.Error, TypeError):
             continue
     kill_processes(mine)
 
